@@ -100,7 +100,11 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, hook: Hook) -> gr
                 else:  # a handler that writes with context.write() and returns nothing
                     await result
 
-        factory = grpc.stream_stream_rpc_method_handler if handler.request_streaming else grpc.unary_stream_rpc_method_handler
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
         wrapped = streaming
     else:
         behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
@@ -109,7 +113,11 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, hook: Hook) -> gr
             async with hook(context, method):
                 return await behavior(request, context)
 
-        factory = grpc.stream_unary_rpc_method_handler if handler.request_streaming else grpc.unary_unary_rpc_method_handler
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
         wrapped = unary
     return factory(
         wrapped,
@@ -164,13 +172,19 @@ class ErrorInterceptor(_AroundInterceptor):
             raise
         except TilesmithError as exc:
             code = status_code_for(exc)
-            log.info("%s failed: %s %s", method, code.name, exc.message)
+            log.info("%s failed: %s %s", method, code.name, exc.message, extra={"request_id": request_id})
             trailing = [(REQUEST_ID_KEY, request_id), (ERROR_CLASS_KEY, type(exc).__name__)]
             if isinstance(exc, InvalidArgument):
                 trailing.append((ERROR_FIELD_KEY, exc.field))
             await context.abort(code, exc.message, trailing_metadata=tuple(trailing))
+        except NotImplementedError:  # generated servicer bases raise it for methods a service lacks
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{method} is not implemented by this server",
+                trailing_metadata=((REQUEST_ID_KEY, request_id),),
+            )
         except Exception:
-            log.exception("%s failed with an unexpected error", method)
+            log.exception("%s failed with an unexpected error", method, extra={"request_id": request_id})
             await context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"internal error; the server log has the detail under request id {request_id}",

@@ -89,7 +89,10 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind the port, start serving (health NOT_SERVING) and start /metrics."""
         # 1. Interceptors, outermost first.
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(self.metrics), ErrorInterceptor()]
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            MetricsInterceptor(self.metrics),
+            ErrorInterceptor(),
+        ]
         if self.settings.auth_token is not None:
             interceptors.append(AuthInterceptor(self.settings.auth_token.get_secret_value()))
         server = grpc.aio.server(

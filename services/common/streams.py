@@ -1,0 +1,72 @@
+"""Reading the request streams of chunked RPCs.
+
+Calls that carry whole images are client streams whose messages hold one `part` oneof: a `params`
+message first, then image chunks (one or more named image fields), then items such as tiles.
+`PartStream` reads such a stream, enforces that order where it matters, and reassembles images
+under byte caps, with errors naming the field at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from tilesmith.images import ChunkAssembler
+from tilesmith.v1 import common_pb2
+
+from services.common.errors import InvalidArgument
+
+__all__ = ["PartStream"]
+
+
+class PartStream:
+    """A client stream of `oneof part` messages: `params` first, then images and items."""
+
+    def __init__(self, requests: AsyncIterator[Any], oneof: str = "part") -> None:
+        self._requests = requests
+        self._oneof = oneof
+
+    async def params(self, field: str = "params") -> Any:
+        """Read the first message, which must carry `field`, and return that field's value."""
+        try:
+            first = await anext(aiter(self._requests))
+        except StopAsyncIteration:
+            raise InvalidArgument(field, "the stream is empty; the first message must carry it") from None
+        which = first.WhichOneof(self._oneof)
+        if which != field:
+            raise InvalidArgument(field, f"the first message must carry `{field}`, got `{which}`")
+        return getattr(first, field)
+
+    async def collect(
+        self,
+        *,
+        images: Sequence[str] = (),
+        item: str | None = None,
+        on_item: Callable[[Any], Any] | None = None,
+        max_image_bytes: int,
+        max_items: int = 1_000_000,
+    ) -> dict[str, common_pb2.Image]:
+        """Read the rest of the stream: reassemble each field in `images`, pass each `item` to `on_item`.
+
+        Every image field is required; items are counted against `max_items`. Awaitable results of
+        `on_item` are awaited, so the caller can move heavy work off the event loop.
+        """
+        assemblers = {name: ChunkAssembler(max_bytes=max_image_bytes, field=name) for name in images}
+        items = 0
+        async for message in aiter(self._requests):
+            which = message.WhichOneof(self._oneof)
+            if which in assemblers:
+                assemblers[which].add(getattr(message, which))
+            elif item is not None and which == item:
+                items += 1
+                if items > max_items:
+                    raise InvalidArgument(item, f"at most {max_items} messages are accepted")
+                if on_item is not None:
+                    result = on_item(getattr(message, which))
+                    if hasattr(result, "__await__"):
+                        await result
+            elif which is None:
+                raise InvalidArgument(self._oneof, "a message with no part set")
+            else:
+                raise InvalidArgument(which, "not expected here (sent twice, or out of order)")
+        return {name: assembler.result() for name, assembler in assemblers.items()}
