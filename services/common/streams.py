@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from services.common.errors import InvalidArgument
 from tilesmith.images import ChunkAssembler
 from tilesmith.v1 import common_pb2
-
-from services.common.errors import InvalidArgument
 
 __all__ = ["PartStream"]
 

@@ -16,12 +16,12 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from tilesmith.v1 import common_pb2, tiling_pb2, tiling_pb2_grpc
 
 from services.common.errors import ImageTooLarge, InvalidArgument
 from services.common.metrics import ServerMetrics
 from services.common.server import GrpcServer, ServiceBinding, channel_options
 from services.common.settings import ServerSettings
+from tilesmith.v1 import common_pb2, tiling_pb2, tiling_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
