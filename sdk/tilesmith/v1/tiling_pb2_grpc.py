@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class TilingStub:
-    """Missing associated documentation comment in .proto file."""
+    """Grid plans, split, blend, the seam-fix pass, resize, colour fix and grid overviews.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -73,7 +74,8 @@ class TilingStub:
 
 
 class TilingServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Grid plans, split, blend, the seam-fix pass, resize, colour fix and grid overviews.
+    """
 
     def PlanGrid(self, request, context):
         """Plans a grid of overlapping tiles that covers an image. Unary: a plan holds no pixels.
@@ -181,7 +183,8 @@ def add_TilingServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Tiling:
-    """Missing associated documentation comment in .proto file."""
+    """Grid plans, split, blend, the seam-fix pass, resize, colour fix and grid overviews.
+    """
 
     @staticmethod
     def PlanGrid(request,
