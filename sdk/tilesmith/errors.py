@@ -1,26 +1,26 @@
-"""The one exception tree of Tilesmith, shared by the servers and the SDK.
+"""The exceptions Tilesmith raises, shared by the SDK and every server.
 
-Servers raise these from domain code; one server interceptor turns them into gRPC status codes
-(services/common/interceptors.py) and the SDK's client turns status codes back into the same classes,
-so a script catches `tilesmith.errors.InvalidArgument` whether it runs embedded or over the network.
+Domain code raises these; one server interceptor turns them into gRPC status codes, and the SDK's
+client turns status codes back into the same classes, so callers catch the same names on both sides.
 
-    TilesmithError                    base; `.message`
-     ├── InvalidArgument              INVALID_ARGUMENT; `.field` names the offending field
-     │    └── ImageError              an image that cannot be decoded (corrupt, truncated, unsupported)
-     ├── NotFound                     NOT_FOUND
-     ├── FailedPrecondition           FAILED_PRECONDITION (incompatible LoRA, model not loaded)
-     ├── ResourceExhausted            RESOURCE_EXHAUSTED (queue full, out of memory)
-     │    └── ImageTooLarge           pixel or byte cap exceeded, refused before decoding
-     ├── Unavailable                  UNAVAILABLE (a backend or provider cannot be reached)
-     ├── Cancelled                    CANCELLED
-     ├── DeadlineExceeded             DEADLINE_EXCEEDED
-     ├── Unauthenticated              UNAUTHENTICATED
-     └── Internal                     INTERNAL (detail in the server log, under `request_id`)
+    TilesmithError              base class; ``.message``
+     ├─ InvalidArgument         a request field is wrong; ``.field``, str() is "field: message"
+     │   └─ ImageError          an image that cannot be used: undecodable, corrupt or unsupported
+     ├─ NotFound
+     ├─ FailedPrecondition      e.g. an incompatible LoRA, a model that is not loaded
+     ├─ ResourceExhausted       e.g. a full queue, out of GPU memory
+     │   └─ ImageTooLarge       an image over a pixel or byte cap
+     ├─ Unavailable
+     ├─ Cancelled
+     ├─ DeadlineExceeded
+     ├─ Unauthenticated
+     └─ Internal
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExists",
     "Cancelled",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -37,7 +37,11 @@ __all__ = [
 
 
 class TilesmithError(Exception):
-    """Base of every error Tilesmith raises on purpose."""
+    """Base class of every Tilesmith error.
+
+    Args:
+        message: What went wrong, written for the person who sent the request.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,35 +49,49 @@ class TilesmithError(Exception):
 
 
 class InvalidArgument(TilesmithError):
-    """A request field is out of range or malformed; `field` names it (dotted path, e.g. `tile_size.width`)."""
+    """A request field holds a value that is not allowed.
+
+    Args:
+        field: The offending field, dotted from the request (``image.data``, ``tile_size.width``).
+        message: The value and what is allowed instead.
+    """
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        super().__init__(message)
         self.field = field
+        # Both arguments, so the exception survives pickling (multiprocessing, test runners).
+        self.args = (field, message)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
 
 
 class ImageError(InvalidArgument):
-    """An image that cannot be decoded: corrupt, truncated or in an unsupported format."""
+    """An image that cannot be used: undecodable, truncated, corrupt, or in an unsupported format."""
 
 
 class NotFound(TilesmithError):
-    """A named thing (job, image, LoRA, preset) does not exist."""
+    """The named job, model, LoRA or preset does not exist."""
+
+
+class AlreadyExists(TilesmithError):
+    """A name is taken (LoRA, preset) and the request did not ask to overwrite it."""
 
 
 class FailedPrecondition(TilesmithError):
-    """The request is valid but the system is not in a state to run it."""
+    """The request is well formed but the system is not in a state to run it."""
 
 
 class ResourceExhausted(TilesmithError):
-    """A queue is full, memory ran out, or an input exceeds a size cap."""
+    """A limit was hit: a full queue, GPU memory, or a size cap."""
 
 
 class ImageTooLarge(ResourceExhausted):
-    """An image exceeds the pixel or byte cap; refused before it is decoded."""
+    """An image over a pixel or byte cap, refused before it was decoded or buffered."""
 
 
 class Unavailable(TilesmithError):
-    """A backend or hosted provider cannot be reached; the call may be retried."""
+    """A backend cannot be reached right now; retrying may succeed."""
 
 
 class Cancelled(TilesmithError):
@@ -85,12 +103,8 @@ class DeadlineExceeded(TilesmithError):
 
 
 class Unauthenticated(TilesmithError):
-    """A missing or wrong bearer token."""
+    """The request carries no valid credentials."""
 
 
 class Internal(TilesmithError):
-    """An unexpected failure; the server log has the detail under the request id."""
-
-    def __init__(self, message: str, request_id: str = "") -> None:
-        super().__init__(message)
-        self.request_id = request_id
+    """A bug or an unexpected failure; the detail is in the server's log."""

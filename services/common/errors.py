@@ -2,6 +2,7 @@
 services raise the very classes the SDK gives back to callers."""
 
 from tilesmith.errors import (
+    AlreadyExists,
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
@@ -17,6 +18,7 @@ from tilesmith.errors import (
 )
 
 __all__ = [
+    "AlreadyExists",
     "Cancelled",
     "DeadlineExceeded",
     "FailedPrecondition",
