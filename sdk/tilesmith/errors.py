@@ -7,6 +7,7 @@ client turns status codes back into the same classes, so callers catch the same 
      ├─ InvalidArgument         a request field is wrong; ``.field``, str() is "field: message"
      │   └─ ImageError          an image that cannot be used: undecodable, corrupt or unsupported
      ├─ NotFound
+     ├─ AlreadyExists           e.g. a LoRA or preset name that is taken
      ├─ FailedPrecondition      e.g. an incompatible LoRA, a model that is not loaded
      ├─ ResourceExhausted       e.g. a full queue, out of GPU memory
      │   └─ ImageTooLarge       an image over a pixel or byte cap

@@ -106,6 +106,7 @@ def to_proto(
     Args:
         img: An array of shape (height, width, 3 or 4) and dtype uint8, or a PIL image in any mode
             `decode_bytes` handles (it is converted the same way: alpha kept, 16-bit scaled to 8-bit).
+            Its EXIF orientation is not applied: decode files with `decode_bytes`.
         encoding: "raw" keeps the pixels as they are (RGB8 or RGBA8); "png", "jpeg" and "webp" encode
             them as a file. JPEG has no alpha channel, so an RGBA image is refused rather than
             flattened.
@@ -252,7 +253,8 @@ def decode_bytes(
     Args:
         data: The file's bytes.
         max_pixels: Largest width * height accepted, checked against the file's header before any
-            pixel is decoded (decompression bombs are refused with ImageTooLarge).
+            pixel is decoded (decompression bombs are refused with ImageTooLarge). WebP files are
+            also held to Pillow's own limit, 2 * PIL.Image.MAX_IMAGE_PIXELS (179 MP by default).
         max_bytes: Largest file accepted, checked first.
         field: The request field the file came in, used in error messages.
 
@@ -280,13 +282,20 @@ def decode_bytes(
             found = f"a {file_format} file"
         raise ImageError(field, f"is {found}; only PNG, JPEG and WebP files are accepted")
 
-    # 3. Read the header and cap the pixel count before decoding. Pillow's own bomb check reads the
-    # process-wide Image.MAX_IMAGE_PIXELS; opening with the format's class directly leaves the cap to
-    # the caller's max_pixels alone.
+    # 3. Read the header and cap the pixel count before decoding. Opening with the format's class
+    # rather than Image.open skips Pillow's bomb check, which reads the process-wide
+    # Image.MAX_IMAGE_PIXELS: max_pixels is the cap. WebP's decoder allocates its canvas as the file
+    # is opened, so its size is read from the bitstream header first.
+    if file_format == "WEBP":
+        size = _webp_canvas_size(data[:30])
+        if size is None:
+            raise ImageError(field, "is not a readable WEBP file: it has no VP8, VP8L or VP8X header")
+        _check_pixel_count(*size, max_pixels, field)
     opener, _ = Image.OPEN[file_format]
     try:
         img = opener(io.BytesIO(data), "")
-    except Image.DecompressionBombError as exc:  # the JPEG opener checks multi-picture (MPO) frames
+    except Image.DecompressionBombError as exc:
+        # WebP's opener also applies Pillow's own limit (2 * Image.MAX_IMAGE_PIXELS).
         raise ImageTooLarge(f"{field}: {exc}") from exc
     except _DECODER_ERRORS as exc:
         raise ImageError(field, f"is not a readable {file_format} file: {exc}") from exc
@@ -550,6 +559,20 @@ def _sniff_format(prefix: bytes) -> str | None:
         with contextlib.suppress(IndexError, struct.error):
             if accept is not None and accept(prefix) is True:
                 return name
+    return None
+
+
+def _webp_canvas_size(header: bytes) -> tuple[int, int] | None:
+    """Width and height from the first 30 bytes of a WebP file (RFC 9649), or None if absent."""
+    kind = header[12:16]
+    if kind == b"VP8 " and len(header) >= 30 and header[23:26] == b"\x9d\x01\x2a":  # lossy
+        width, height = struct.unpack_from("<HH", header, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if kind == b"VP8L" and len(header) >= 25 and header[20] == 0x2F:  # lossless
+        bits = int.from_bytes(header[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8X" and len(header) >= 30:  # extended: the canvas
+        return int.from_bytes(header[24:27], "little") + 1, int.from_bytes(header[27:30], "little") + 1
     return None
 
 

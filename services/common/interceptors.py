@@ -178,7 +178,7 @@ class ErrorInterceptor(_AroundInterceptor):
             trailing = [(REQUEST_ID_KEY, request_id), (ERROR_CLASS_KEY, type(exc).__name__)]
             if isinstance(exc, InvalidArgument):
                 trailing.append((ERROR_FIELD_KEY, exc.field))
-            await context.abort(code, exc.message, trailing_metadata=tuple(trailing))
+            await context.abort(code, str(exc), trailing_metadata=tuple(trailing))
         except NotImplementedError:  # generated servicer bases raise it for methods a service lacks
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED,

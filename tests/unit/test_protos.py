@@ -36,7 +36,7 @@ def test_committed_stubs_match_a_fresh_generation(tmp_path: Path) -> None:
     committed = sorted(p.name for p in STUBS.iterdir() if p.name not in ("__init__.py", "__pycache__"))
     assert generated == committed, "stale stubs: run `make proto`"
     _, mismatch, errors = filecmp.cmpfiles(fresh, STUBS, generated, shallow=False)
-    assert not mismatch and not errors, f"stale stubs {mismatch + errors}: run `make proto`"
+    assert mismatch + errors == [], "stale stubs: run `make proto`"
 
 
 def _descriptor_set(tmp_path: Path) -> descriptor_pb2.FileDescriptorSet:
@@ -57,7 +57,9 @@ def _undocumented(proto: descriptor_pb2.FileDescriptorProto) -> list[str]:
     """Paths of elements with no leading or trailing comment (SourceCodeInfo paths: 4=message, 2=field,
     3=nested message, 4/5 enum, 6=service, 2=method)."""
     documented = {
-        tuple(loc.path) for loc in proto.source_code_info.location if loc.leading_comments or loc.trailing_comments
+        tuple(loc.path)
+        for loc in proto.source_code_info.location
+        if loc.leading_comments or loc.trailing_comments
     }
     missing: list[str] = []
 
