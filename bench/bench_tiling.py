@@ -32,6 +32,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from services.common.memory import tune_malloc
 from services.common.server import channel_options
 from services.tiling import blend, grid
 from tilesmith import images
@@ -135,11 +136,10 @@ def grpc_split_blend(stub: tiling_pb2_grpc.TilingStub, image: np.ndarray, plan: 
     params = tiling_pb2.GridParams(
         tile_size=common_pb2.Size(width=plan.tile_width, height=plan.tile_height), overlap=plan.overlap
     )
-    message = images.to_proto(image)
 
     def split_requests():
         yield tiling_pb2.SplitRequest(params=params)
-        for chunk in images.iter_chunks(message, chunk_bytes=4 * 1024 * 1024):
+        for chunk in images.iter_array_chunks(image, chunk_bytes=4 * 1024 * 1024):
             yield tiling_pb2.SplitRequest(image=chunk)
 
     tiles = list(stub.Split(split_requests()))
@@ -156,8 +156,11 @@ def grpc_split_blend(stub: tiling_pb2_grpc.TilingStub, image: np.ndarray, plan: 
         for tile in tiles:
             yield tiling_pb2.BlendRequest(tile=tile)
 
-    chunks = [reply.image for reply in stub.Blend(blend_requests()) if reply.WhichOneof("part") == "image"]
-    return images.to_array(images.assemble(chunks))
+    result = images.ChunkAssembler()
+    for reply in stub.Blend(blend_requests()):
+        if reply.WhichOneof("part") == "image":
+            result.add(reply.image)
+    return result.to_array()
 
 
 def main() -> None:
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_tiling.json")
     args = parser.parse_args()
+    tune_malloc()  # as the services do (same for every approach measured here)
 
     image = make_image(args.width, args.height)
     plan = grid.plan_grid(args.width, args.height, args.tile, args.tile, args.overlap)

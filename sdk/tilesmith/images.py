@@ -47,6 +47,7 @@ __all__ = [
     "assemble_async",
     "decode_bytes",
     "encode_bytes",
+    "iter_array_chunks",
     "iter_chunks",
     "join_alpha",
     "split_alpha",
@@ -207,29 +208,31 @@ def to_array(
             f"got {_enum_name(common_pb2.ImageEncoding, msg.encoding)}",
         )
 
-    # 2. Check the raw header against the caps and the payload
-    channels = _CHANNELS.get(msg.format)
+    # 2. Raw pixels: checked against the header and the caps, viewed without a copy
+    return _raw_pixels(msg, msg.data, max_pixels, field)
+
+
+def _raw_pixels(header: common_pb2.Image, data: bytes | bytearray, max_pixels: int, field: str) -> np.ndarray:
+    """View the raw pixels `data` described by `header` (format, width, height) as an array."""
+    channels = _CHANNELS.get(header.format)
     if channels is None:
         raise InvalidArgument(
             f"{field}.format",
             "must be PIXEL_FORMAT_RGB8 or PIXEL_FORMAT_RGBA8 for a raw image, "
-            f"got {_enum_name(common_pb2.PixelFormat, msg.format)}",
+            f"got {_enum_name(common_pb2.PixelFormat, header.format)}",
         )
-    for name, value in (("width", msg.width), ("height", msg.height)):
+    for name, value in (("width", header.width), ("height", header.height)):
         if value == 0:
             raise InvalidArgument(f"{field}.{name}", "must be at least 1 for a raw image, got 0")
-    _check_pixel_count(msg.width, msg.height, max_pixels, field)
-    data = msg.data
-    expected = msg.width * msg.height * channels
+    _check_pixel_count(header.width, header.height, max_pixels, field)
+    expected = header.width * header.height * channels
     if len(data) != expected:
         raise InvalidArgument(
             f"{field}.data",
-            f"holds {len(data)} bytes, but a {msg.width}x{msg.height} "
-            f"{_enum_name(common_pb2.PixelFormat, msg.format)} image needs exactly {expected}",
+            f"holds {len(data)} bytes, but a {header.width}x{header.height} "
+            f"{_enum_name(common_pb2.PixelFormat, header.format)} image needs exactly {expected}",
         )
-
-    # 3. View the bytes as pixels, without a copy
-    return np.frombuffer(data, dtype=np.uint8).reshape(msg.height, msg.width, channels)
+    return np.frombuffer(data, dtype=np.uint8).reshape(header.height, header.width, channels)
 
 
 def to_pil(
@@ -389,6 +392,34 @@ def iter_chunks(
         yield common_pb2.ImageChunk(data=data[start : start + chunk_bytes])
 
 
+def iter_array_chunks(
+    pixels: np.ndarray, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[common_pb2.ImageChunk]:
+    """Stream an RGB8 / RGBA8 array as raw ImageChunk messages, without copying the whole image first.
+
+    Equivalent to `iter_chunks(to_proto(pixels))`, but each chunk's bytes are read straight from the
+    array, so a large image costs one copy per chunk rather than several whole-image copies.
+
+    Args:
+        pixels: An array of shape (height, width, 3 or 4) and dtype uint8.
+        chunk_bytes: Payload bytes per chunk.
+    """
+    if chunk_bytes < 1:
+        raise InvalidArgument("chunk_bytes", f"must be at least 1, got {chunk_bytes}")
+    pixels = np.ascontiguousarray(_check_array(pixels, "image"))
+    height, width, channels = pixels.shape
+    header = common_pb2.Image(
+        encoding=common_pb2.IMAGE_ENCODING_RAW,
+        format=common_pb2.PIXEL_FORMAT_RGB8 if channels == 3 else common_pb2.PIXEL_FORMAT_RGBA8,
+        width=width,
+        height=height,
+    )
+    flat = memoryview(pixels).cast("B")
+    yield common_pb2.ImageChunk(header=header, total_bytes=len(flat), data=bytes(flat[:chunk_bytes]))
+    for start in range(chunk_bytes, len(flat), chunk_bytes):
+        yield common_pb2.ImageChunk(data=bytes(flat[start : start + chunk_bytes]))
+
+
 class ChunkAssembler:
     """Reassemble an Image from a stream of ImageChunk messages (see `iter_chunks`).
 
@@ -419,19 +450,40 @@ class ChunkAssembler:
                 f"{self._field}.header", "only the first chunk carries a header; this stream sent another"
             )
 
-        # 2. Copy the bytes into place
-        end = self._received + len(chunk.data)
+        # 2. Copy the bytes into place (read the field once: every access makes a copy)
+        data = chunk.data
+        end = self._received + len(data)
         if end > len(self._buffer):
             raise InvalidArgument(
                 f"{self._field}.data",
                 f"the stream carries more than the {len(self._buffer)} bytes its header announced "
                 f"({end} so far)",
             )
-        self._view[self._received : end] = chunk.data
+        self._view[self._received : end] = data
         self._received = end
 
     def result(self) -> common_pb2.Image:
         """The reassembled image, once every announced byte has arrived."""
+        self.check_complete()
+        image = common_pb2.Image()
+        image.CopyFrom(self._header)
+        image.data = bytes(self._buffer)
+        return image
+
+    def to_array(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """The reassembled image as pixels, like `to_array(self.result())` but without copying raw pixels.
+
+        A raw image is viewed in place (the array is writeable and owns the assembler's buffer); an
+        encoded one goes through the safe decoder.
+        """
+        self.check_complete()
+        assert self._header is not None
+        if self._header.encoding == common_pb2.IMAGE_ENCODING_RAW:
+            return _raw_pixels(self._header, self._buffer, max_pixels, self._field)
+        return to_array(self.result(), max_pixels=max_pixels, max_bytes=self._max_bytes, field=self._field)
+
+    def check_complete(self) -> None:
+        """Raise InvalidArgument unless the stream opened and every announced byte arrived."""
         if self._header is None:
             raise InvalidArgument(self._field, "the stream is empty; its first chunk must carry the header")
         if self._received != len(self._buffer):
@@ -440,10 +492,6 @@ class ChunkAssembler:
                 f"the stream ended after {self._received} of the {len(self._buffer)} bytes "
                 "its header announced",
             )
-        image = common_pb2.Image()
-        image.CopyFrom(self._header)
-        image.data = bytes(self._buffer)
-        return image
 
     def _open(self, chunk: common_pb2.ImageChunk) -> None:
         if not chunk.HasField("header"):

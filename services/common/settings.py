@@ -49,6 +49,10 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="JSON log lines (false: plain text for a terminal).")
+    tune_malloc: bool = Field(
+        True,
+        description="Keep freed memory for reuse instead of returning it (see services/common/memory.py).",
+    )
 
     @model_validator(mode="after")
     def _default_metrics_port(self) -> ServerSettings:

@@ -13,7 +13,6 @@ from typing import Any
 
 from services.common.errors import InvalidArgument
 from tilesmith.images import ChunkAssembler
-from tilesmith.v1 import common_pb2
 
 __all__ = ["PartStream"]
 
@@ -44,8 +43,11 @@ class PartStream:
         on_item: Callable[[Any], Any] | None = None,
         max_image_bytes: int,
         max_items: int = 1_000_000,
-    ) -> dict[str, common_pb2.Image]:
+    ) -> dict[str, ChunkAssembler]:
         """Read the rest of the stream: reassemble each field in `images`, pass each `item` to `on_item`.
+
+        Returns one complete ChunkAssembler per image field (take pixels with `.to_array()`, which
+        views raw images in place).
 
         Every image field is required; items are counted against `max_items`. Awaitable results of
         `on_item` are awaited, so the caller can move heavy work off the event loop.
@@ -68,4 +70,6 @@ class PartStream:
                 raise InvalidArgument(self._oneof, "a message with no part set")
             else:
                 raise InvalidArgument(which, "not expected here (sent twice, or out of order)")
-        return {name: assembler.result() for name, assembler in assemblers.items()}
+        for assembler in assemblers.values():
+            assembler.check_complete()
+        return assemblers

@@ -25,6 +25,9 @@ from tilesmith.v1 import common_pb2, tiling_pb2, tiling_pb2_grpc
 __all__ = ["TilingServicer"]
 
 MIN_TILE, MAX_TILE = 64, 4096
+# Whole images stream back in chunks of this size: large enough that per-message costs vanish,
+# far below any sane message limit.
+CHUNK_BYTES = 4 * 1024 * 1024
 MAX_SIDE = 65535
 _FEATHER = {
     tiling_pb2.FEATHER_MODE_UNSPECIFIED: "cosine",
@@ -157,13 +160,12 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _decode(self, field: str, message: common_pb2.Image) -> np.ndarray:
-        if message.encoding == common_pb2.IMAGE_ENCODING_RAW:  # encoded files are checked by the decoder
-            _check_image_size(field, message.width, message.height, self._settings.max_pixels)
-        return images.to_array(message, max_pixels=self._settings.max_pixels, field=field)
+    def _decode(self, assembler: images.ChunkAssembler) -> np.ndarray:
+        """Pixels of a received image: raw ones viewed in place, encoded ones decoded under the pixel cap."""
+        return assembler.to_array(max_pixels=self._settings.max_pixels)
 
     def _chunks(self, pixels: np.ndarray) -> Iterable[common_pb2.ImageChunk]:
-        return images.iter_chunks(images.to_proto(pixels))
+        return images.iter_array_chunks(pixels, chunk_bytes=CHUNK_BYTES)
 
     def _count(self, operation: str, tiles: int, pixels: int, started: float) -> None:
         self._metrics.tiles_processed.labels(operation=operation).inc(tiles)
@@ -189,7 +191,7 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
         params: tiling_pb2.GridParams = await stream.params()
         async with self._pool.slot():
             parts = await stream.collect(images=("image",), max_image_bytes=self._max_image_bytes)
-            pixels = await self._pool.run(self._decode, "image", parts["image"])
+            pixels = await self._pool.run(self._decode, parts["image"])
             height, width = pixels.shape[:2]
             plan = _plan("params", width, height, params)
             started = time.perf_counter()
@@ -254,7 +256,7 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
                 max_items=len(offset.tiles),
             )
             collector.check_complete()
-            base = await self._pool.run(self._decode, "base", parts["base"])
+            base = await self._pool.run(self._decode, parts["base"])
             if base.shape != (size.height, size.width, channels):
                 raise InvalidArgument(
                     "base",
@@ -285,7 +287,7 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
         _check_image_size("params.size", params.size.width, params.size.height, self._settings.max_pixels)
         async with self._pool.slot():
             parts = await stream.collect(images=("image",), max_image_bytes=self._max_image_bytes)
-            pixels = await self._pool.run(self._decode, "image", parts["image"])
+            pixels = await self._pool.run(self._decode, parts["image"])
             started = time.perf_counter()
             result = await self._pool.run(resize.resize, pixels, params.size.width, params.size.height)
             self._count("resize", 0, params.size.width * params.size.height, started)
@@ -308,8 +310,8 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
             parts = await stream.collect(
                 images=("target", "reference"), max_image_bytes=self._max_image_bytes
             )
-            target = await self._pool.run(self._decode, "target", parts["target"])
-            reference = await self._pool.run(self._decode, "reference", parts["reference"])
+            target = await self._pool.run(self._decode, parts["target"])
+            reference = await self._pool.run(self._decode, parts["reference"])
             started = time.perf_counter()
             result = await self._pool.run(methods[params.method], target, reference)
             self._count("color_fix", 0, target.shape[0] * target.shape[1], started)
@@ -327,7 +329,7 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
             _check_side("params.thumbnail_size", params.thumbnail_size, 32, 1024)
         async with self._pool.slot():
             parts = await stream.collect(images=("image",), max_image_bytes=self._max_image_bytes)
-            pixels = await self._pool.run(self._decode, "image", parts["image"])
+            pixels = await self._pool.run(self._decode, parts["image"])
             height, width = pixels.shape[:2]
             plan = _plan("params.grid", width, height, params.grid)
             for name in ("selected", "processed"):

@@ -97,6 +97,7 @@ def test_public_names_are_pinned() -> None:
             "assemble_async",
             "decode_bytes",
             "encode_bytes",
+            "iter_array_chunks",
             "iter_chunks",
             "join_alpha",
             "split_alpha",
@@ -764,3 +765,44 @@ def test_mangled_files_decode_or_raise_an_image_error(name: str, edits: list, ke
     assert decoded.dtype == np.uint8
     assert decoded.ndim == 3
     assert decoded.shape[2] in (3, 4)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 1000, 10**6])
+def test_array_chunks_round_trip_without_the_whole_image_copy(channels: int, chunk_bytes: int) -> None:
+    pixels = np.random.default_rng(3).integers(0, 256, size=(37, 53, channels), dtype=np.uint8)
+    chunks = list(images.iter_array_chunks(pixels[:, :], chunk_bytes=chunk_bytes))
+    # The same stream as the whole-message path.
+    assert chunks == list(images.iter_chunks(images.to_proto(pixels), chunk_bytes=chunk_bytes))
+    assembler = images.ChunkAssembler()
+    for chunk in chunks:
+        assembler.add(chunk)
+    restored = assembler.to_array()
+    assert np.array_equal(restored, pixels)
+    assert restored.flags.writeable
+
+
+def test_array_chunks_of_a_non_contiguous_view() -> None:
+    pixels = np.random.default_rng(4).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    view = pixels[5:25, 10:50]
+    assembler = images.ChunkAssembler()
+    for chunk in images.iter_array_chunks(view, chunk_bytes=100):
+        assembler.add(chunk)
+    assert np.array_equal(assembler.to_array(), view)
+
+
+def test_assembler_to_array_refuses_an_incomplete_stream() -> None:
+    pixels = np.zeros((10, 10, 3), np.uint8)
+    first = next(images.iter_array_chunks(pixels, chunk_bytes=50))
+    assembler = images.ChunkAssembler(field="base")
+    assembler.add(first)
+    with pytest.raises(InvalidArgument, match="base: the stream ended after 50 of the 300 bytes"):
+        assembler.to_array()
+
+
+def test_assembler_to_array_decodes_encoded_images() -> None:
+    pixels = np.random.default_rng(5).integers(0, 256, size=(16, 16, 4), dtype=np.uint8)
+    assembler = images.ChunkAssembler()
+    for chunk in images.iter_chunks(images.to_proto(pixels, "png"), chunk_bytes=64):
+        assembler.add(chunk)
+    assert np.array_equal(assembler.to_array(), pixels)
