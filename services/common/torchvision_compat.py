@@ -31,10 +31,8 @@ _SCHEMAS = (
 _library: torch.library.Library | None = None
 
 
-def _compiled_ops_load() -> bool:
-    spec = importlib.util.find_spec("torchvision")
-    assert spec is not None and spec.origin is not None
-    for candidate in Path(spec.origin).parent.glob("_C*.so"):
+def _compiled_ops_load(origin: str) -> bool:
+    for candidate in Path(origin).parent.glob("_C*.so"):
         try:
             torch.ops.load_library(str(candidate))
         except (OSError, RuntimeError):
@@ -49,13 +47,10 @@ def _compiled_ops_load() -> bool:
 def ensure_torchvision_importable() -> bool:
     """Declare torchvision's missing op schemas if its compiled ops cannot load; True if it did."""
     global _library
-    if (
-        _library is not None
-        or "torchvision" in sys.modules
-        or importlib.util.find_spec("torchvision") is None
-    ):
+    if _library is not None or "torchvision" in sys.modules:
         return False
-    if _compiled_ops_load():
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None or _compiled_ops_load(spec.origin):
         return False
     _library = torch.library.Library("torchvision", "DEF")
     for schema in _SCHEMAS:
