@@ -1,4 +1,4 @@
-"""A bounded pool for CPU- or GPU-heavy work behind an async server.
+"""A bounded pool for CPU- or GPU-heavy work behind an async server, and calls that stream events.
 
 A call takes a slot (`async with pool.slot()`) and runs its heavy steps on the pool's threads
 (`await pool.run(fn, ...)`), so the event loop keeps answering health checks and other calls.
@@ -9,7 +9,9 @@ refused at once with RESOURCE_EXHAUSTED so clients (the gateway) can retry on an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ from prometheus_client import Gauge
 
 from services.common.errors import ResourceExhausted
 
-__all__ = ["WorkerPool"]
+__all__ = ["BackgroundCall", "WorkerPool"]
 
 T = TypeVar("T")
 
@@ -72,6 +74,16 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot now."""
+        return self._waiting
+
+    @property
+    def busy(self) -> bool:
+        """Whether every slot is taken (a new call would wait)."""
+        return self._slots.locked()
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -79,3 +91,60 @@ class WorkerPool:
     def _set(gauge: Gauge | None, value: int) -> None:
         if gauge is not None:
             gauge.set(value)
+
+
+class BackgroundCall:
+    """A blocking function on a pool thread that emits events and stops when asked.
+
+    `fn(emit, cancel)` runs on the pool; it may call `emit(event)` from its thread (events reach the
+    event loop in order) and should check `cancel.is_set()` at safe points. Use as an async context
+    manager: leaving it early — the client cancelled, a deadline passed, an error — sets `cancel` and
+    waits for the thread to stop, so a slot is never released while its work still runs::
+
+        async with pool.slot(), BackgroundCall(pool, fn) as call:
+            async for event in call.events():
+                yield to_message(event)
+            result = await call.result()
+    """
+
+    _DONE = object()
+
+    def __init__(self, pool: WorkerPool, fn: Callable[[Callable[[Any], None], threading.Event], Any]) -> None:
+        self._pool = pool
+        self._fn = fn
+        self.cancel = threading.Event()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._future: asyncio.Future[Any] | None = None
+
+    async def __aenter__(self) -> BackgroundCall:
+        loop = asyncio.get_running_loop()
+
+        def emit(event: Any) -> None:
+            loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+        def run() -> Any:
+            try:
+                return self._fn(emit, self.cancel)
+            finally:
+                loop.call_soon_threadsafe(self._queue.put_nowait, self._DONE)
+
+        self._future = asyncio.ensure_future(self._pool.run(run))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._future is not None
+        if not self._future.done():
+            self.cancel.set()
+            # The thread stops at its next check; wait for it even while this task is being cancelled.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self._future)
+
+    async def events(self) -> AsyncIterator[Any]:
+        """The events `fn` emits, until it returns or raises."""
+        while (event := await self._queue.get()) is not self._DONE:
+            yield event
+
+    async def result(self) -> Any:
+        """What `fn` returned (or raise what it raised)."""
+        assert self._future is not None
+        return await self._future
