@@ -8,7 +8,7 @@ PY := $(BIN)/python
 # torch first, pinned: the registry's newest torch is a CUDA build with several GB of dependencies.
 TORCH := torch==2.13.0
 
-.PHONY: setup test lint format proto bench-tiling bench tiling clean
+.PHONY: setup test lint format proto bench-tiling bench-diffusion bench tiling diffusion models tiny-models clean
 
 setup: $(VENV)/.installed
 
@@ -36,11 +36,28 @@ proto: setup
 bench-tiling: setup
 	$(PY) bench/bench_tiling.py
 
-bench: bench-tiling
+bench-diffusion: setup
+	$(PY) bench/bench_diffusion.py
+
+bench: bench-tiling bench-diffusion
+
+# Production weights (needs the Hugging Face hub; HF_TOKEN for gated repos) into $(MODELS_DIR).
+MODELS_DIR ?= models
+models: setup
+	$(PY) -m services.diffusion.fetch $(MODELS_DIR)
+
+# The tiny random-weight models (offline; tests build them on demand).
+tiny-models: setup
+	$(PY) -m services.diffusion.tiny
+
+# Run the diffusion service in the foreground, e.g. `make diffusion PROFILE=tiny`.
+PROFILE ?= production
+diffusion: setup
+	TILESMITH_DIFFUSION_PROFILE=$(PROFILE) TILESMITH_DIFFUSION_MODELS_DIR=$${TILESMITH_DIFFUSION_MODELS_DIR:-$(if $(filter tiny,$(PROFILE)),.cache/tiny-models,$(MODELS_DIR))} $(PY) -m services.diffusion
 
 # Run the tiling service in the foreground (Ctrl-C stops it).
 tiling: setup
 	$(PY) -m services.tiling
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results .cache
