@@ -43,6 +43,9 @@ class DiffusionSettings(ServerSettings):
     cpu_offload: bool = Field(False, description="Keep idle sub-models on the CPU (model CPU offload).")
     torch_compile: bool = Field(False, description="torch.compile the UNet (slow first call, faster after).")
     channels_last: bool = Field(False, description="channels_last memory format for the UNet and VAE.")
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads torch uses (0: torch's default). 1 is fastest on small shared CPUs."
+    )
     max_batch_size: int = Field(4, ge=1, le=64, description="Most tiles one Img2Img call may carry.")
     max_queue: int = Field(16, ge=0, description="Calls waiting for the GPU before RESOURCE_EXHAUSTED.")
     max_upload_bytes: int = Field(2 * 1024**3, ge=1024, description="Largest LoRA upload or install.")

@@ -80,7 +80,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bump on any change to what the builder writes: cached folders with another version are rebuilt."""
 
 STAMP_NAME = "tiny-profile.json"
@@ -93,11 +93,11 @@ DETAIL_LORA = "tiny-detail"
 SD15_LORA = "sd15-style"
 LORA_LIBRARY = {
     "loras": {
-        STYLE_LORA: {"type": "style", "weight_min": 0.0, "weight_max": 1.5, "trigger_words": ["tinystyle"]},
+        STYLE_LORA: {"type": "style", "min_weight": 0.0, "max_weight": 1.5, "trigger_words": ["tinystyle"]},
         DETAIL_LORA: {
             "type": "detail",
-            "weight_min": -1.0,
-            "weight_max": 2.0,
+            "min_weight": -1.0,
+            "max_weight": 2.0,
             "trigger_words": ["tinydetail"],
         },
     }
