@@ -81,7 +81,11 @@ PRODUCTION = ModelProfile(
     upscaler="RealESRGAN_x4plus.pth",
     captioner="qwen3-vl-8b-instruct",
     sources={
-        "sdxl": HubSource("OnomaAIResearch/Illustrious-xl-early-release-v0"),
+        # The diffusers folders only: the repo also holds single-file checkpoints the engine never reads.
+        "sdxl": HubSource(
+            "OnomaAIResearch/Illustrious-xl-early-release-v0",
+            ("model_index.json", "*/config.json", "*/*.safetensors", "tokenizer*/*", "scheduler/*"),
+        ),
         "vae": HubSource(
             "madebyollin/sdxl-vae-fp16-fix", ("config.json", "diffusion_pytorch_model.safetensors")
         ),
