@@ -8,12 +8,13 @@ while serving a call carries it without being passed around.
 from __future__ import annotations
 
 import contextvars
+import importlib
 import logging
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["configure_logging", "request_id_var"]
+__all__ = ["configure_logging", "request_id_var", "route_library_logging"]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -43,3 +44,24 @@ def configure_logging(level: str = "INFO", json: bool = True, service: str = "")
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def route_library_logging(*libraries: str) -> None:
+    """Send Hugging Face libraries' logs through the root logger and turn their progress bars off.
+
+    diffusers, transformers and huggingface_hub install their own stderr handlers and tqdm bars, which
+    would break a service's one-JSON-object-per-line log. Call from `main()` after `configure_logging`,
+    with the libraries the service uses (e.g. "diffusers", "transformers", "huggingface_hub").
+    """
+    for name in libraries:
+        module = importlib.import_module(
+            f"{name}.utils.logging" if name != "huggingface_hub" else "huggingface_hub.utils"
+        )
+        for function in (
+            "disable_default_handler",
+            "enable_propagation",
+            "disable_progress_bar",
+            "disable_progress_bars",
+        ):
+            if hasattr(module, function):
+                getattr(module, function)()

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.errors import TilesmithError
 from services.common.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor
 from services.common.metrics import MetricsEndpoint, ServerMetrics, serve_metrics
 from services.common.settings import ServerSettings
@@ -161,7 +162,11 @@ async def run_until_signal(server: GrpcServer, load: Callable[[], Awaitable[None
     await server.start()
     try:
         if load is not None:
-            await load()
+            try:
+                await load()
+            except TilesmithError as exc:  # missing weights and the like: say what to do, exit non-zero
+                log.error("start-up failed: %s", exc)
+                raise SystemExit(1) from exc
         await server.set_serving()
         await stop.wait()
         log.info("signal received")

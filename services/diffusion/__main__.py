@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.common.logging import configure_logging
+from services.common.logging import configure_logging, route_library_logging
 from services.common.memory import tune_malloc
 from services.common.server import run_until_signal
 from services.diffusion.app import build_server
@@ -14,6 +14,7 @@ from services.diffusion.settings import DiffusionSettings
 def main() -> None:
     settings = DiffusionSettings()
     configure_logging(settings.log_level, settings.log_json, service="diffusion")
+    route_library_logging("diffusers", "transformers", "huggingface_hub")
     if settings.tune_malloc:
         tune_malloc()
     server, load = build_server(settings)

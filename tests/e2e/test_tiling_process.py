@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,55 +11,26 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from .processes import ServiceProcess
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class _LogReader:
-    """Reads the process's stderr on a thread (a pipe read never blocks the test past its timeout)."""
-
-    def __init__(self, process: subprocess.Popen) -> None:
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, args=(process.stderr,), daemon=True).start()
-
-    def _pump(self, stream) -> None:
-        for line in stream:
-            self._lines.put(line)
-
-    def until(self, message: str, timeout: float = 60) -> list[dict]:
-        """JSON log lines up to the first whose message is `message`; every line must be JSON."""
-        lines: list[dict] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                lines.append(json.loads(self._lines.get(timeout=left)))
-            except queue.Empty:
-                break
-            if lines[-1]["message"] == message:
-                return lines
-        raise AssertionError(f"no {message!r} log line within {timeout} s; got {lines}")
 
 
 @pytest.fixture(scope="module")
 def tiling_process():
     env = {
-        **os.environ,
         "TILESMITH_TILING_HOST": "127.0.0.1",
         "TILESMITH_TILING_PORT": "0",
         "TILESMITH_TILING_METRICS_HOST": "127.0.0.1",
         "TILESMITH_TILING_GRACE_SECONDS": "2",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.tiling"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
-    )
+    service = ServiceProcess("services.tiling", env)
     try:
-        logs = _LogReader(process)
-        lines = logs.until("serving")
+        lines = service.until("serving")
         listening = next(line for line in lines if line["message"] == "listening")
-        yield process, logs, listening
+        yield service.process, service, listening
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        service.kill()
 
 
 def test_process_serves_health_reflection_and_metrics(tiling_process) -> None:
