@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
 from services.tiling.blend import Blender, blend_seam_band, blend_tiles, feather_weights, split_tiles
-from services.tiling.grid import plan_grid, seams
+from services.tiling.grid import Grid, plan_grid, seams
 from tests.unit.tiling.strategies import grids_with_images, plan_args, random_image
 
 FAST = settings(max_examples=60, deadline=None)
@@ -25,6 +25,23 @@ def test_blending_the_unchanged_tiles_of_any_plan_gives_back_the_image_bit_for_b
 
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, image)
+
+
+@FAST
+@given(plan_args(), MODES, st.sampled_from([3, 4]), st.integers(0, 2**32 - 1))
+def test_blending_the_unchanged_tiles_of_an_offset_grid_gives_back_every_covered_pixel(
+    args, mode, channels, seed
+) -> None:
+    grid = plan_grid(*args, offset=True)
+    image = random_image(seed, grid, channels)
+    covered = np.zeros(image.shape[:2], bool)
+    for t in grid.tiles:
+        covered[t.slices] = True
+
+    out = blend_tiles(split_tiles(image, grid), grid, mode=mode)
+
+    np.testing.assert_array_equal(out[covered], image[covered])
+    assert not out[~covered].any()
 
 
 @FAST
@@ -64,6 +81,55 @@ def test_each_pixel_is_a_weighted_mean_of_the_tiles_over_it(grid_image, mode) ->
     assert (out <= high).all()
     # Where a single tile covers a pixel, the pixel is that tile's.
     np.testing.assert_array_equal(out[count == 1], low[count == 1])
+
+
+def reference_blend(tiles: list[np.ndarray], grid: Grid, mode: str) -> np.ndarray:
+    """The blend by its definition, slow and simple, unrounded: the float64 mean of the tiles weighted by
+    their full 2-D feathers (ramps as long as the real overlap with the neighbouring column or row); 0 where
+    no tile is."""
+
+    def overlap(spans: tuple[tuple[int, int], ...], a: int, b: int) -> int:
+        if not (0 <= a < len(spans) and 0 <= b < len(spans)):
+            return 0
+        return max(0, spans[a][0] + spans[a][1] - spans[b][0])
+
+    shape = (grid.image_height, grid.image_width)
+    total = np.zeros((*shape, tiles[0].shape[2]))
+    weight = np.zeros((*shape, 1))
+    cols, rows = grid.col_spans, grid.row_spans
+    for t, tile in zip(grid.tiles, tiles, strict=True):
+        ramps = (
+            overlap(cols, t.col - 1, t.col),  # left
+            overlap(rows, t.row - 1, t.row),  # top
+            overlap(cols, t.col, t.col + 1),  # right
+            overlap(rows, t.row, t.row + 1),  # bottom
+        )
+        w = feather_weights(t.height, t.width, *ramps, mode=mode).astype(np.float64)[:, :, None]
+        total[t.slices] += w * tile
+        weight[t.slices] += w
+    return total / np.where(weight == 0, 1, weight)
+
+
+@FAST
+@given(plan_args(), st.booleans(), MODES, st.sampled_from([3, 4]), st.integers(0, 2**32 - 1))
+def test_blending_changed_tiles_matches_a_float_reference_within_one_level(
+    args, offset, mode, channels, seed
+) -> None:
+    """The fixed-point blend is the normalised feathered mean, off by at most 1 of 255 from exact float."""
+    grid = plan_grid(*args, offset=offset)
+    rng = np.random.default_rng(seed)
+    # Tiles that disagree wherever they overlap, like re-drawn ones.
+    tiles = [rng.integers(0, 256, (t.height, t.width, channels), dtype=np.uint8) for t in grid.tiles]
+
+    out = blend_tiles(tiles, grid, mode=mode)
+
+    exact = reference_blend(tiles, grid, mode)
+    assert np.abs(out - np.rint(exact)).max() <= 1
+    # Rounded, not truncated: over many blended values the errors average out (ties, which round up, apart).
+    fraction = exact - np.floor(exact)
+    errors = (out - exact)[(fraction != 0) & (np.abs(fraction - 0.5) > 1e-9)]
+    if errors.size >= 300:
+        assert abs(errors.mean()) < 0.2
 
 
 def test_a_large_overlap_blends_smoothly() -> None:
