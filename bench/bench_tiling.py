@@ -105,10 +105,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(tune: bool = True) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
+        "TILESMITH_TILING_TUNE_MALLOC": "true" if tune else "false",
         "TILESMITH_TILING_HOST": "127.0.0.1",
         "TILESMITH_TILING_PORT": str(port),
         "TILESMITH_TILING_METRICS_PORT": "0",
@@ -173,8 +174,14 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bench_tiling.json")
+    parser.add_argument(
+        "--no-tune-malloc",
+        action="store_true",
+        help="leave glibc malloc as it is (the services tune it; see services/common/memory.py)",
+    )
     args = parser.parse_args()
-    tune_malloc()  # as the services do (same for every approach measured here)
+    if not args.no_tune_malloc:
+        tune_malloc()  # as the services do (same for every approach measured here)
 
     image = make_image(args.width, args.height)
     plan = grid.plan_grid(args.width, args.height, args.tile, args.tile, args.overlap)
@@ -185,7 +192,7 @@ def main() -> None:
     results["naive PIL paste"], _ = timed(lambda: naive_split_blend(image, plan), args.repeat)
     results["in-process split+blend"], exact = timed(lambda: inprocess_split_blend(image, plan), args.repeat)
     assert np.array_equal(exact, image), "in-process split+blend must reproduce the input exactly"
-    process, address = start_server()
+    process, address = start_server(tune=not args.no_tune_malloc)
     try:
         with grpc.insecure_channel(address, options=channel_options(MESSAGE_BYTES)) as channel:
             stub = tiling_pb2_grpc.TilingStub(channel)
@@ -243,6 +250,7 @@ def main() -> None:
                 "overlap": args.overlap,
                 "tiles": len(plan.tiles),
                 "repeat": args.repeat,
+                "malloc_tuned": not args.no_tune_malloc,
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                 "results": rows,
                 "inprocess_speedup_vs_naive": speedup,
