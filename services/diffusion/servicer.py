@@ -12,13 +12,13 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.errors import Cancelled, FailedPrecondition, InvalidArgument
+from services.common.errors import Cancelled, FailedPrecondition, ImageTooLarge, InvalidArgument
 from services.common.streams import PartStream
 from services.common.workers import BackgroundCall, WorkerPool
 from services.diffusion import engine as engine_mod
@@ -109,6 +109,11 @@ def _timestamp(value) -> Timestamp:
     return stamp
 
 
+class _GpuResult(NamedTuple):
+    output: Any
+    stats: diffusion_pb2.GenerationStats
+
+
 class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
     def __init__(
         self,
@@ -181,6 +186,26 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
             "ip_adapter_image": ip_image,
             "ip_adapter_scale": ip_scale,
         }
+
+    async def _on_gpu(self, operation: str, work: Callable[[Callable[[Any], None], threading.Event], Any]):
+        """Queue for the GPU and run `work(emit, cancel)` there.
+
+        Yields `{"queued": QueuePosition}` when the call has to wait, `{"progress": event}` for each event
+        `work` emits (both ready to splat into the RPC's response message), and last a `_GpuResult`.
+        """
+        queued_at = time.perf_counter()
+        if (ahead := self._queued()) is not None:
+            yield {"queued": diffusion_pb2.QueuePosition(ahead=ahead)}
+        async with self._gpu.slot():
+            started_at = time.perf_counter()
+            async with BackgroundCall(self._gpu, work) as call:
+                async for event in call.events():
+                    yield {"progress": event}
+                output = await call.result()
+            self._metrics.inference_seconds.labels(operation=operation).observe(
+                time.perf_counter() - started_at
+            )
+        yield _GpuResult(output, self._stats(queued_at, started_at))
 
     def _stats(self, queued_at: float, started_at: float) -> diffusion_pb2.GenerationStats:
         return diffusion_pb2.GenerationStats(
@@ -255,22 +280,15 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         self, request: diffusion_pb2.Img2ImgRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[diffusion_pb2.Img2ImgResponse]:
         batch = await asyncio.to_thread(self._img2img_batch, request)
-        queued_at = time.perf_counter()
-        if (ahead := self._queued()) is not None:
-            yield diffusion_pb2.Img2ImgResponse(queued=diffusion_pb2.QueuePosition(ahead=ahead))
 
         def work(emit: Callable[[Any], None], cancel: threading.Event) -> list[np.ndarray]:
             return self._engine.img2img(batch, on_step=self._step_reporter(emit), cancelled=cancel.is_set)
 
-        async with self._gpu.slot():
-            started_at = time.perf_counter()
-            async with BackgroundCall(self._gpu, work) as call:
-                async for progress in call.events():
-                    yield diffusion_pb2.Img2ImgResponse(progress=progress)
-                outputs = await call.result()
-            self._metrics.inference_seconds.labels(operation="img2img").observe(
-                time.perf_counter() - started_at
-            )
+        async for event in self._on_gpu("img2img", work):
+            if isinstance(event, _GpuResult):
+                outputs, stats = event
+            else:
+                yield diffusion_pb2.Img2ImgResponse(**event)
         self._metrics.images_generated.labels(operation="img2img").inc(len(outputs))
         for tile, output in zip(request.tiles, outputs, strict=True):
             yield diffusion_pb2.Img2ImgResponse(
@@ -278,7 +296,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
                     index=tile.index, image=images.to_proto(output), seed=tile.seed
                 )
             )
-        yield diffusion_pb2.Img2ImgResponse(stats=self._stats(queued_at, started_at))
+        yield diffusion_pb2.Img2ImgResponse(stats=stats)
 
     # --- Txt2Img ------------------------------------------------------------------------------------
 
@@ -309,26 +327,19 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         self, request: diffusion_pb2.Txt2ImgRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[diffusion_pb2.Txt2ImgResponse]:
         job = await asyncio.to_thread(self._txt2img_job, request)
-        queued_at = time.perf_counter()
-        if (ahead := self._queued()) is not None:
-            yield diffusion_pb2.Txt2ImgResponse(queued=diffusion_pb2.QueuePosition(ahead=ahead))
 
         def work(emit: Callable[[Any], None], cancel: threading.Event) -> np.ndarray:
             return self._engine.txt2img(job, on_step=self._step_reporter(emit), cancelled=cancel.is_set)
 
-        async with self._gpu.slot():
-            started_at = time.perf_counter()
-            async with BackgroundCall(self._gpu, work) as call:
-                async for progress in call.events():
-                    yield diffusion_pb2.Txt2ImgResponse(progress=progress)
-                output = await call.result()
-            self._metrics.inference_seconds.labels(operation="txt2img").observe(
-                time.perf_counter() - started_at
-            )
+        async for event in self._on_gpu("txt2img", work):
+            if isinstance(event, _GpuResult):
+                output, stats = event
+            else:
+                yield diffusion_pb2.Txt2ImgResponse(**event)
         self._metrics.images_generated.labels(operation="txt2img").inc()
         for chunk in self._encode_chunks(output, request.output_encoding):
             yield diffusion_pb2.Txt2ImgResponse(image=chunk)
-        yield diffusion_pb2.Txt2ImgResponse(stats=self._stats(queued_at, started_at))
+        yield diffusion_pb2.Txt2ImgResponse(stats=stats)
 
     def _encode_chunks(self, pixels: np.ndarray, encoding: int):
         if encoding == common_pb2.IMAGE_ENCODING_PNG:
@@ -345,7 +356,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         tile_size = params.tile_size if params.HasField("tile_size") else 512
         if tile_size:
             _in_range("params.tile_size", tile_size, 32, 4096)
-        overlap = params.tile_overlap if params.HasField("tile_overlap") else 32
+        overlap = params.tile_overlap if params.HasField("tile_overlap") else min(32, tile_size // 4)
         _in_range("params.tile_overlap", overlap, 0, max(tile_size // 4, 0))
         if params.output_encoding not in (
             common_pb2.IMAGE_ENCODING_UNSPECIFIED,
@@ -358,13 +369,9 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         upscaler = await asyncio.to_thread(self._upscalers.get, params.model)
         height, width = pixels.shape[:2]
         if width * height * upscaler.scale**2 > self._settings.max_pixels:
-            raise InvalidArgument(
-                "image",
-                f"{width}x{height} at x{upscaler.scale} exceeds the {self._settings.max_pixels} pixel cap",
+            raise ImageTooLarge(
+                f"image: {width}x{height} at x{upscaler.scale} exceeds the {self._settings.max_pixels} pixel cap"
             )
-        queued_at = time.perf_counter()
-        if (ahead := self._queued()) is not None:
-            yield diffusion_pb2.UpscaleResponse(queued=diffusion_pb2.QueuePosition(ahead=ahead))
 
         def work(emit: Callable[[Any], None], cancel: threading.Event) -> np.ndarray:
             return upscaler.upscale(
@@ -377,19 +384,14 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
                 cancelled=cancel.is_set,
             )
 
-        async with self._gpu.slot():
-            started_at = time.perf_counter()
-            async with BackgroundCall(self._gpu, work) as call:
-                async for progress in call.events():
-                    yield diffusion_pb2.UpscaleResponse(progress=progress)
-                output = await call.result()
-            self._metrics.inference_seconds.labels(operation="upscale").observe(
-                time.perf_counter() - started_at
-            )
+        async for event in self._on_gpu("upscale", work):
+            if isinstance(event, _GpuResult):
+                output, stats = event
+            else:
+                yield diffusion_pb2.UpscaleResponse(**event)
         self._metrics.images_generated.labels(operation="upscale").inc()
         for chunk in self._encode_chunks(output, params.output_encoding):
             yield diffusion_pb2.UpscaleResponse(image=chunk)
-        stats = self._stats(queued_at, started_at)
         stats.model = upscaler.name
         yield diffusion_pb2.UpscaleResponse(stats=stats)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import pickle
 import shutil
-import urllib.request
 
 import grpc
 import numpy as np
@@ -22,6 +21,8 @@ from services.diffusion.settings import DiffusionSettings
 from services.diffusion.tiny import build_tiny_models, default_cache_dir
 from tilesmith import images
 from tilesmith.v1 import common_pb2, diffusion_pb2, diffusion_pb2_grpc
+
+from .helpers import rpc_error, scrape
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -104,20 +105,6 @@ async def _img2img(stub, request):
         else:
             queued.append(reply.queued.ahead)
     return tiles, progress, stats
-
-
-async def _drain(call) -> None:
-    if hasattr(call, "__aiter__"):
-        async for _ in call:
-            pass
-    else:
-        await call
-
-
-async def _error(call) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _drain(call)
-    return caught.value
 
 
 # --- Img2Img -----------------------------------------------------------------------------------------
@@ -209,7 +196,7 @@ async def test_generation_size_keeps_the_tile_size(stub) -> None:
 async def test_bad_requests_name_the_field_and_the_server_keeps_serving(
     stub, make_request, code, field
 ) -> None:
-    error = await _error(stub.Img2Img(make_request()))
+    error = await rpc_error(stub.Img2Img(make_request()))
     assert error.code() == code, error.details()
     assert error.details().startswith(field)
     tiles, _, _ = await _img2img(stub, _request())
@@ -223,7 +210,7 @@ async def test_zero_size_tile_is_refused(stub) -> None:
             encoding=common_pb2.IMAGE_ENCODING_RAW, format=common_pb2.PIXEL_FORMAT_RGB8, width=0, height=0
         )
     )
-    error = await _error(stub.Img2Img(request))
+    error = await rpc_error(stub.Img2Img(request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("tiles[0].image")
 
@@ -245,7 +232,7 @@ async def test_cancel_mid_run_frees_the_slot(diffusion, stub) -> None:
     # The next request runs (it would wait behind 150 steps if the GPU were still busy).
     tiles, _, _ = await asyncio.wait_for(_img2img(stub, _request()), timeout=60)
     assert tiles[0].shape == (TILE, TILE, 3)
-    text = await asyncio.to_thread(_scrape, server.metrics_port)
+    text = await asyncio.to_thread(scrape, server.metrics_port)
     assert "diffusion_running_requests 0.0" in text
 
 
@@ -258,7 +245,7 @@ async def test_full_queue_is_resource_exhausted(stub) -> None:
     first = await waiting.read()
     assert first.WhichOneof("part") == "queued"
     assert first.queued.ahead == 1
-    error = await _error(stub.Img2Img(_request()))
+    error = await rpc_error(stub.Img2Img(_request()))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "queue" in error.details()
     running.cancel()
@@ -283,7 +270,7 @@ async def test_txt2img_returns_an_image(stub) -> None:
 
 async def test_txt2img_size_must_be_a_multiple_of_8(stub) -> None:
     request = diffusion_pb2.Txt2ImgRequest(prompt="x", size=common_pb2.Size(width=65, height=64))
-    error = await _error(stub.Txt2Img(request))
+    error = await rpc_error(stub.Txt2Img(request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("size.width")
 
@@ -323,7 +310,7 @@ async def test_upscale_unknown_model_is_not_found(stub) -> None:
         for chunk in images.iter_array_chunks(_tile(1, 16)):
             yield diffusion_pb2.UpscaleRequest(image=chunk)
 
-    error = await _error(stub.Upscale(requests()))
+    error = await rpc_error(stub.Upscale(requests()))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details().startswith("params.model")
 
@@ -373,7 +360,7 @@ async def test_lora_upload_list_update_delete(diffusion, stub) -> None:
     tiles, _, _ = await _img2img(stub, _request(loras=[("my-style", 0.8)]))
     assert tiles[0].shape == (TILE, TILE, 3)
     await stub.DeleteLora(diffusion_pb2.DeleteLoraRequest(name="my-style"))
-    error = await _error(stub.DeleteLora(diffusion_pb2.DeleteLoraRequest(name="my-style")))
+    error = await rpc_error(stub.DeleteLora(diffusion_pb2.DeleteLoraRequest(name="my-style")))
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -386,25 +373,20 @@ async def test_lora_upload_list_update_delete(diffusion, stub) -> None:
     ],
 )
 async def test_bad_uploads_are_refused(stub, name, payload, code) -> None:
-    error = await _error(_upload(stub, name, payload))
+    error = await rpc_error(_upload(stub, name, payload))
     assert error.code() == code, error.details()
 
 
 async def test_sd15_upload_is_refused(diffusion, stub) -> None:
     data = (diffusion[2] / "loras" / "sd15-style.safetensors").read_bytes()
-    error = await _error(_upload(stub, "sd15-copy", data))
+    error = await rpc_error(_upload(stub, "sd15-copy", data))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "SD1.5" in error.details()
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
 async def test_metrics(diffusion, stub) -> None:
     await _img2img(stub, _request())
-    text = await asyncio.to_thread(_scrape, diffusion[0].metrics_port)
+    text = await asyncio.to_thread(scrape, diffusion[0].metrics_port)
     for name in (
         "diffusion_queue_requests",
         "diffusion_running_requests",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import urllib.request
 
 import grpc
 import numpy as np
@@ -16,6 +15,7 @@ from tilesmith import images
 from tilesmith.v1 import common_pb2, tiling_pb2, tiling_pb2_grpc
 
 from .conftest import TEST_MAX_PIXELS
+from .helpers import rpc_error, scrape, stream
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -40,16 +40,11 @@ def _chunks(
     return list(images.iter_chunks(message, chunk_bytes=chunk_bytes))
 
 
-async def _stream(*messages):
-    for message in messages:
-        yield message
-
-
 async def _split(stub, image, params: tiling_pb2.GridParams) -> list[tiling_pb2.TileImage]:
     requests = [tiling_pb2.SplitRequest(params=params)] + [
         tiling_pb2.SplitRequest(image=c) for c in _chunks(image)
     ]
-    return [tile async for tile in stub.Split(_stream(*requests))]
+    return [tile async for tile in stub.Split(stream(*requests))]
 
 
 async def _collect_image(call) -> tuple[np.ndarray, list]:
@@ -65,26 +60,6 @@ async def _collect_image(call) -> tuple[np.ndarray, list]:
         else:
             others.append(getattr(reply, which))
     return images.to_array(images.assemble(chunks)), others
-
-
-async def _drain(call) -> None:
-    if hasattr(call, "__aiter__"):
-        async for _ in call:
-            pass
-    else:
-        await call
-
-
-async def _error(call) -> grpc.aio.AioRpcError:
-    """The error a unary or streaming call ends with."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await _drain(call)
-    return caught.value
-
-
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
 
 
 @pytest.fixture
@@ -142,7 +117,7 @@ async def test_plan_grid_bad_input_names_the_field(stub, image_size, tile_size, 
     request = tiling_pb2.PlanGridRequest(
         image_size=_size(*image_size), tile_size=_size(*tile_size), overlap=overlap
     )
-    error = await _error(stub.PlanGrid(request))
+    error = await rpc_error(stub.PlanGrid(request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(f"{field}:")
     assert dict(error.trailing_metadata())["tilesmith-field"] == field
@@ -150,7 +125,7 @@ async def test_plan_grid_bad_input_names_the_field(stub, image_size, tile_size, 
 
 async def test_oversize_image_is_refused(stub) -> None:
     side = int(TEST_MAX_PIXELS**0.5) + 1
-    error = await _error(
+    error = await rpc_error(
         stub.PlanGrid(tiling_pb2.PlanGridRequest(image_size=_size(side, side), tile_size=_size(256, 256)))
     )
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -177,7 +152,7 @@ async def test_split_then_blend_reproduces_the_input_exactly(stub, rng, channels
     requests = [tiling_pb2.BlendRequest(params=blend_params)] + [
         tiling_pb2.BlendRequest(tile=t) for t in shuffled
     ]
-    result, (summary,) = await _collect_image(stub.Blend(_stream(*requests)))
+    result, (summary,) = await _collect_image(stub.Blend(stream(*requests)))
     assert np.array_equal(result, image)
     assert summary.tiles == len(plan.tiles)
 
@@ -190,7 +165,7 @@ async def test_blend_refuses_a_missing_tile(stub, rng) -> None:
     requests = [tiling_pb2.BlendRequest(params=blend_params)] + [
         tiling_pb2.BlendRequest(tile=t) for t in tiles[1:]
     ]
-    error = await _error(stub.Blend(_stream(*requests)))
+    error = await rpc_error(stub.Blend(stream(*requests)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("tile:")
     assert "were not sent: 0" in error.details()
@@ -201,8 +176,8 @@ async def test_blend_refuses_a_tile_of_the_wrong_size(stub) -> None:
     wrong = tiling_pb2.TileImage(
         tile=common_pb2.Tile(index=3), image=images.to_proto(np.zeros((64, 64, 3), np.uint8))
     )
-    error = await _error(
-        stub.Blend(_stream(tiling_pb2.BlendRequest(params=blend_params), tiling_pb2.BlendRequest(tile=wrong)))
+    error = await rpc_error(
+        stub.Blend(stream(tiling_pb2.BlendRequest(params=blend_params), tiling_pb2.BlendRequest(tile=wrong)))
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("tile[3].image:")
@@ -212,7 +187,7 @@ async def test_blend_needs_params_first(stub) -> None:
     tile = tiling_pb2.TileImage(
         tile=common_pb2.Tile(index=0), image=images.to_proto(np.zeros((8, 8, 3), np.uint8))
     )
-    error = await _error(stub.Blend(_stream(tiling_pb2.BlendRequest(tile=tile))))
+    error = await rpc_error(stub.Blend(stream(tiling_pb2.BlendRequest(tile=tile))))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("params:")
 
@@ -223,14 +198,14 @@ async def test_corrupt_image_is_invalid_argument_and_server_keeps_serving(stub) 
     corrupt = common_pb2.Image(encoding=common_pb2.IMAGE_ENCODING_PNG, data=png.getvalue()[:-40])
     requests = [tiling_pb2.SplitRequest(params=_params(128, 16))]
     requests += [tiling_pb2.SplitRequest(image=c) for c in _chunks(corrupt)]
-    error = await _error(stub.Split(_stream(*requests)))
+    error = await rpc_error(stub.Split(stream(*requests)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("image")
     # The same call with the intact file works.
     intact = common_pb2.Image(encoding=common_pb2.IMAGE_ENCODING_PNG, data=png.getvalue())
     requests = [tiling_pb2.SplitRequest(params=_params(128, 16))]
     requests += [tiling_pb2.SplitRequest(image=c) for c in _chunks(intact)]
-    assert len([t async for t in stub.Split(_stream(*requests))]) == 4
+    assert len([t async for t in stub.Split(stream(*requests))]) == 4
 
 
 async def test_oversize_chunked_image_is_refused_before_buffering(stub) -> None:
@@ -238,7 +213,7 @@ async def test_oversize_chunked_image_is_refused_before_buffering(stub) -> None:
     header = common_pb2.Image(encoding=common_pb2.IMAGE_ENCODING_RAW, format=RGBA, width=side, height=side)
     first = common_pb2.ImageChunk(header=header, total_bytes=side * side * 4, data=b"\0" * 1024)
     requests = [tiling_pb2.SplitRequest(params=_params(128, 16)), tiling_pb2.SplitRequest(image=first)]
-    error = await _error(stub.Split(_stream(*requests)))
+    error = await rpc_error(stub.Split(stream(*requests)))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -258,7 +233,7 @@ async def test_blend_seams_touches_only_bands_around_seams(stub, rng) -> None:
         + [tiling_pb2.BlendSeamsRequest(base=c) for c in _chunks(base)]
         + [tiling_pb2.BlendSeamsRequest(tile=t) for t in offset_tiles]
     )
-    result, (summary,) = await _collect_image(stub.BlendSeams(_stream(*requests)))
+    result, (summary,) = await _collect_image(stub.BlendSeams(stream(*requests)))
     changed = np.any(result != base, axis=-1)
     assert 0 < summary.touched_fraction < 0.5
     assert changed.mean() <= summary.touched_fraction + 1e-9
@@ -286,7 +261,7 @@ async def test_blend_seams_refuses_a_base_of_the_wrong_size(stub, rng) -> None:
         + [tiling_pb2.BlendSeamsRequest(base=c) for c in _chunks(base)]
         + [tiling_pb2.BlendSeamsRequest(tile=t) for t in offset_tiles]
     )
-    error = await _error(stub.BlendSeams(_stream(*requests)))
+    error = await rpc_error(stub.BlendSeams(stream(*requests)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("base:")
 
@@ -299,7 +274,7 @@ async def test_resize_up_and_down(stub, rng) -> None:
     for width, height in ((240, 180), (60, 45)):
         requests = [tiling_pb2.ResizeRequest(params=tiling_pb2.ResizeParams(size=_size(width, height)))]
         requests += [tiling_pb2.ResizeRequest(image=c) for c in _chunks(image)]
-        result, _ = await _collect_image(stub.Resize(_stream(*requests)))
+        result, _ = await _collect_image(stub.Resize(stream(*requests)))
         assert result.shape == (height, width, 4)
 
 
@@ -307,7 +282,7 @@ async def test_resize_refuses_a_zero_size(stub, rng) -> None:
     image = rng.integers(0, 256, size=(20, 20, 3), dtype=np.uint8)
     requests = [tiling_pb2.ResizeRequest(params=tiling_pb2.ResizeParams(size=_size(0, 10)))]
     requests += [tiling_pb2.ResizeRequest(image=c) for c in _chunks(image)]
-    error = await _error(stub.Resize(_stream(*requests)))
+    error = await rpc_error(stub.Resize(stream(*requests)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("params.size.width:")
 
@@ -319,7 +294,7 @@ async def test_color_fix_moves_colours_towards_the_reference(stub, rng) -> None:
         requests = [tiling_pb2.ColorFixRequest(params=tiling_pb2.ColorFixParams(method=method))]
         requests += [tiling_pb2.ColorFixRequest(target=c) for c in _chunks(target)]
         requests += [tiling_pb2.ColorFixRequest(reference=c) for c in _chunks(reference)]
-        result, _ = await _collect_image(stub.ColorFix(_stream(*requests)))
+        result, _ = await _collect_image(stub.ColorFix(stream(*requests)))
         assert result.shape == target.shape
         assert abs(result.mean() - reference.mean()) < abs(target.mean() - reference.mean()) / 2
 
@@ -328,7 +303,7 @@ async def test_color_fix_needs_both_images(stub, rng) -> None:
     target = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     requests = [tiling_pb2.ColorFixRequest(params=tiling_pb2.ColorFixParams())]
     requests += [tiling_pb2.ColorFixRequest(target=c) for c in _chunks(target)]
-    error = await _error(stub.ColorFix(_stream(*requests)))
+    error = await rpc_error(stub.ColorFix(stream(*requests)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("reference")
 
@@ -340,7 +315,7 @@ async def test_render_grid_returns_overview_and_thumbnails(stub) -> None:
     )
     requests = [tiling_pb2.RenderGridRequest(params=params)]
     requests += [tiling_pb2.RenderGridRequest(image=c) for c in _chunks(image)]
-    overview, thumbnails = await _collect_image(stub.RenderGrid(_stream(*requests)))
+    overview, thumbnails = await _collect_image(stub.RenderGrid(stream(*requests)))
     assert max(overview.shape[:2]) == 300
     plan = grid.plan_grid(600, 400, 256, 256, 64)
     assert [t.tile.index for t in thumbnails] == list(range(len(plan.tiles)))
@@ -362,7 +337,7 @@ async def test_render_grid_refuses_unknown_tile_indices(stub) -> None:
     params = tiling_pb2.RenderGridParams(grid=_params(256, 64), selected=[99])
     requests = [tiling_pb2.RenderGridRequest(params=params)]
     requests += [tiling_pb2.RenderGridRequest(image=c) for c in _chunks(image)]
-    error = await _error(stub.RenderGrid(_stream(*requests)))
+    error = await rpc_error(stub.RenderGrid(stream(*requests)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("params.selected:")
 
@@ -373,7 +348,7 @@ async def test_render_grid_refuses_unknown_tile_indices(stub) -> None:
 async def test_metrics_count_tiles(tiling_server, stub, rng) -> None:
     image = rng.integers(0, 256, size=(200, 200, 3), dtype=np.uint8)
     await _split(stub, image, _params(128, 32))
-    text = await asyncio.to_thread(_scrape, tiling_server.metrics_port)
+    text = await asyncio.to_thread(scrape, tiling_server.metrics_port)
     prefix = 'tiling_tiles_processed_total{operation="split"}'
     split = [line for line in text.splitlines() if line.startswith(prefix)]
     assert split
