@@ -8,7 +8,7 @@ PY := $(BIN)/python
 # torch first, pinned: the registry's newest torch is a CUDA build with several GB of dependencies.
 TORCH := torch==2.13.0
 
-.PHONY: setup test lint format proto bench-tiling bench-diffusion bench tiling diffusion models tiny-models clean
+.PHONY: setup test lint format proto bench-tiling bench-diffusion bench tiling diffusion captioning models tiny-models clean
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ diffusion: setup
 # Run the tiling service in the foreground (Ctrl-C stops it).
 tiling: setup
 	$(PY) -m services.tiling
+
+# Run the captioning service in the foreground, e.g. `make captioning PROFILE=tiny`.
+captioning: setup
+	TILESMITH_CAPTIONING_PROFILE=$(PROFILE) TILESMITH_CAPTIONING_MODELS_DIR=$${TILESMITH_CAPTIONING_MODELS_DIR:-$(if $(filter tiny,$(PROFILE)),.cache/tiny-models,$(MODELS_DIR))} $(PY) -m services.captioning
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results .cache
