@@ -1,0 +1,1 @@
+"""The gateway: Tilesmith's public API, composing the backend services into jobs."""
