@@ -8,7 +8,7 @@ PY := $(BIN)/python
 # torch first, pinned: the registry's newest torch is a CUDA build with several GB of dependencies.
 TORCH := torch==2.13.0
 
-.PHONY: setup test lint format proto bench-tiling bench-diffusion bench tiling diffusion captioning models tiny-models clean
+.PHONY: setup test lint format proto bench-tiling bench-diffusion bench tiling diffusion captioning bridge models tiny-models clean
 
 setup: $(VENV)/.installed
 
@@ -62,6 +62,10 @@ tiling: setup
 # Run the captioning service in the foreground, e.g. `make captioning PROFILE=tiny`.
 captioning: setup
 	TILESMITH_CAPTIONING_PROFILE=$(PROFILE) TILESMITH_CAPTIONING_MODELS_DIR=$${TILESMITH_CAPTIONING_MODELS_DIR:-$(if $(filter tiny,$(PROFILE)),.cache/tiny-models,$(MODELS_DIR))} $(PY) -m services.captioning
+
+# Run the bridge service in the foreground (keys from FAL_KEY, ZAI_API_KEY, REPLICATE_API_TOKEN, OPENROUTER_API_KEY).
+bridge: setup
+	$(PY) -m services.bridge
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results .cache
