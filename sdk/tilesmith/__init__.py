@@ -1,16 +1,30 @@
-"""Tilesmith's Python SDK: the generated contract (`tilesmith.v1`), the image codec
-(`tilesmith.images`) and the exception tree shared with the servers (`tilesmith.errors`).
-
-The gateway client and the `tilesmith` command line join this package with the gateway.
+"""Tilesmith's Python SDK: the gateway client (`Client`, `AsyncClient` and their job handles), the
+typed job options, the generated contract (`tilesmith.v1`), the image codec (`tilesmith.images`) and
+the exception tree shared with the servers (`tilesmith.errors`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from tilesmith import errors, images
+from tilesmith.client import AsyncClient, AsyncJob, Client, Job
+from tilesmith.options import GenerateOptions, ReferenceOptions, Region, TransformOptions, UpscaleOptions
 
 try:
     __version__ = version("tilesmith")
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "errors", "images"]
+__all__ = [
+    "AsyncClient",
+    "AsyncJob",
+    "Client",
+    "GenerateOptions",
+    "Job",
+    "ReferenceOptions",
+    "Region",
+    "TransformOptions",
+    "UpscaleOptions",
+    "__version__",
+    "errors",
+    "images",
+]

@@ -7,7 +7,20 @@ from tilesmith import errors
 
 
 def test_package_all_is_pinned() -> None:
-    assert sorted(tilesmith.__all__) == ["__version__", "errors", "images"]
+    assert sorted(tilesmith.__all__) == [
+        "AsyncClient",
+        "AsyncJob",
+        "Client",
+        "GenerateOptions",
+        "Job",
+        "ReferenceOptions",
+        "Region",
+        "TransformOptions",
+        "UpscaleOptions",
+        "__version__",
+        "errors",
+        "images",
+    ]
 
 
 def test_every_error_is_a_tilesmith_error() -> None:
