@@ -63,18 +63,36 @@ def error_from_rpc(exc: grpc.RpcError, *, message: str | None = None) -> errors.
         not use). An `InvalidArgument` keeps its ``.field``; every error carries the server's
         ``.request_id`` (``None`` when the server sent none).
     """
-    # 1. What the server said.
     code, details, trailing = _status(exc)
-    # 2. The class: the server's own when it named one we know, else by status code.
-    cls = _CLASSES_BY_NAME.get(trailing.get(ERROR_CLASS_KEY, "")) or _CLASSES_BY_CODE.get(
-        code, errors.Internal
+    return build_error(
+        code,
+        message if message is not None else details,
+        error_class=trailing.get(ERROR_CLASS_KEY, ""),
+        field=trailing.get(ERROR_FIELD_KEY, ""),
+        request_id=trailing.get(REQUEST_ID_KEY),
     )
-    # 3. Build it. An InvalidArgument's details are "field: message" (its str()).
+
+
+def build_error(
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    error_class: str = "",
+    field: str = "",
+    request_id: str | None = None,
+) -> errors.TilesmithError:
+    """The `tilesmith.errors` exception for a status: the one mapping, shared by failed calls and
+    failed jobs (Job.error carries the same code, class, field and request id).
+
+    The class is `error_class` when it names one of `tilesmith.errors`, else the class for `code`
+    (`Internal` for codes Tilesmith does not use). An InvalidArgument's message arrives as
+    "field: message" (its str()); the prefix is dropped and `field` kept (`request` when none).
+    """
+    cls = _CLASSES_BY_NAME.get(error_class) or _CLASSES_BY_CODE.get(code, errors.Internal)
     if issubclass(cls, errors.InvalidArgument):
-        field = trailing.get(ERROR_FIELD_KEY) or _WHOLE_REQUEST
-        text = message if message is not None else details.removeprefix(f"{field}: ")
-        error: errors.TilesmithError = cls(field, text)
+        field = field or _WHOLE_REQUEST
+        error: errors.TilesmithError = cls(field, message.removeprefix(f"{field}: "))
     else:
-        error = cls(message if message is not None else details)
-    error.request_id = trailing.get(REQUEST_ID_KEY)  # type: ignore[attr-defined]
+        error = cls(message)
+    error.request_id = request_id  # type: ignore[attr-defined]
     return error

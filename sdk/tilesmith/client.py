@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from tilesmith import errors, images
-from tilesmith._status import _CLASSES_BY_CODE, error_from_rpc
+from tilesmith._status import build_error, error_from_rpc
 from tilesmith.options import GenerateOptions, ReferenceOptions, TransformOptions, UpscaleOptions, _enum
 from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -68,19 +68,17 @@ def _mapped_errors() -> Iterator[None]:
 
 
 def job_error(job: gateway_pb2.Job) -> errors.TilesmithError:
-    """The exception a FAILED job stands for, built from Job.error like `error_from_rpc` would."""
-    code = grpc.StatusCode.UNKNOWN
-    for status in grpc.StatusCode:
-        if status.value[0] == job.error.code:
-            code = status
-    cls = _CLASSES_BY_CODE.get(code, errors.Internal)
+    """The exception a FAILED job stands for: the class, field and request id a direct call would give."""
+    code = next(
+        (status for status in grpc.StatusCode if status.value[0] == job.error.code), grpc.StatusCode.UNKNOWN
+    )
     message = job.error.message or code.name
-    if issubclass(cls, errors.InvalidArgument):
-        match = _FIELD_PREFIX.match(message)
-        error: errors.TilesmithError = cls(*match.groups()) if match else cls("request", message)
-    else:
-        error = cls(message)
-    error.request_id = job.error.request_id or None  # type: ignore[attr-defined]
+    field = job.error.field
+    if not field and code == grpc.StatusCode.INVALID_ARGUMENT and (match := _FIELD_PREFIX.match(message)):
+        field = match.group(1)  # a gateway that predates JobError.field: read it from "field: message"
+    error = build_error(
+        code, message, error_class=job.error.error_class, field=field, request_id=job.error.request_id or None
+    )
     error.job = job  # type: ignore[attr-defined]
     return error
 

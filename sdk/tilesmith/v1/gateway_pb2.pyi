@@ -377,16 +377,20 @@ class JobResult(_message.Message):
     def __init__(self, size: _Optional[_Union[_common_pb2.Size, _Mapping]] = ..., has_alpha: _Optional[bool] = ..., encoding: _Optional[_Union[_common_pb2.ImageEncoding, str]] = ..., size_bytes: _Optional[int] = ..., image_id: _Optional[str] = ..., intermediates: _Optional[_Iterable[str]] = ..., stage_timings: _Optional[_Iterable[_Union[StageTiming, _Mapping]]] = ..., tiles_redrawn: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[_bridge_pb2.ProviderAttempt, _Mapping]]] = ...) -> None: ...
 
 class JobError(_message.Message):
-    __slots__ = ("code", "message", "stage", "request_id")
+    __slots__ = ("code", "message", "stage", "request_id", "field", "error_class")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CLASS_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     stage: JobStage
     request_id: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., stage: _Optional[_Union[JobStage, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    field: str
+    error_class: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., stage: _Optional[_Union[JobStage, str]] = ..., request_id: _Optional[str] = ..., field: _Optional[str] = ..., error_class: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "kind", "state", "spec", "created_time", "started_time", "finished_time", "progress", "seed", "result", "error", "last_seq")

@@ -89,3 +89,28 @@ def test_message_can_replace_the_details() -> None:
     assert str(error_from_rpc(exc, message="the diffusion service is unavailable")) == (
         "the diffusion service is unavailable"
     )
+
+
+def test_failed_job_maps_to_the_class_a_direct_call_would_raise() -> None:
+    from tilesmith.client import job_error
+    from tilesmith.v1 import gateway_pb2
+
+    too_large = gateway_pb2.Job(
+        error=gateway_pb2.JobError(
+            code=8, message="image: 99999x99999 is too large", error_class="ImageTooLarge"
+        )
+    )
+    assert type(job_error(too_large)) is errors.ImageTooLarge
+    invalid = gateway_pb2.Job(
+        error=gateway_pb2.JobError(
+            code=3,
+            message="upscale.settings.overlap: must be below 512",
+            field="upscale.settings.overlap",
+            request_id="r1",
+        )
+    )
+    error = job_error(invalid)
+    assert isinstance(error, errors.InvalidArgument)
+    assert error.field == "upscale.settings.overlap"
+    assert error.message == "must be below 512"
+    assert error.request_id == "r1"
