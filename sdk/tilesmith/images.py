@@ -424,8 +424,8 @@ class ChunkAssembler:
     """Reassemble an Image from a stream of ImageChunk messages (see `iter_chunks`).
 
     Feed the chunks in order to `add`, then take the image from `result`. The size the first chunk
-    announces is checked against `max_bytes` before anything is buffered; the bytes then go into one
-    buffer of exactly that size, so a stream costs one copy per chunk whatever its length.
+    announces is checked against `max_bytes` before anything is buffered; the pieces are kept as they
+    arrive (memory follows what was sent, not what was announced) and joined once at the end.
 
     Args:
         max_bytes: Largest payload accepted; a larger announced size raises ImageTooLarge.
@@ -436,8 +436,9 @@ class ChunkAssembler:
         self._max_bytes = max_bytes
         self._field = field
         self._header: common_pb2.Image | None = None
-        self._buffer = bytearray()
-        self._view = memoryview(self._buffer)
+        self._total = 0
+        self._pieces: list[bytes] = []
+        self._joined: bytes | None = None
         self._received = 0
 
     def add(self, chunk: common_pb2.ImageChunk) -> None:
@@ -450,47 +451,54 @@ class ChunkAssembler:
                 f"{self._field}.header", "only the first chunk carries a header; this stream sent another"
             )
 
-        # 2. Copy the bytes into place (read the field once: every access makes a copy)
+        # 2. Keep the bytes (read the field once: every access makes a copy). Memory follows what has
+        #    arrived, never what a header announced: a 12-byte message cannot make the server commit 1 GiB.
         data = chunk.data
         end = self._received + len(data)
-        if end > len(self._buffer):
+        if end > self._total:
             raise InvalidArgument(
                 f"{self._field}.data",
-                f"the stream carries more than the {len(self._buffer)} bytes its header announced "
-                f"({end} so far)",
+                f"the stream carries more than the {self._total} bytes its header announced ({end} so far)",
             )
-        self._view[self._received : end] = data
+        self._pieces.append(data)
         self._received = end
 
     def result(self) -> common_pb2.Image:
         """The reassembled image, once every announced byte has arrived."""
-        self.check_complete()
+        data = self._bytes()
         image = common_pb2.Image()
         image.CopyFrom(self._header)
-        image.data = bytes(self._buffer)
+        image.data = data
         return image
+
+    def _bytes(self) -> bytes:
+        """The payload, joined once (one copy) after the stream is complete."""
+        self.check_complete()
+        if self._joined is None:
+            self._joined = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+            self._pieces = []
+        return self._joined
 
     def to_array(self, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """The reassembled image as pixels, like `to_array(self.result())` but without copying raw pixels.
 
-        A raw image is viewed in place (the array is writeable and owns the assembler's buffer); an
-        encoded one goes through the safe decoder.
+        A raw image is viewed in place over the joined payload (read-only); an encoded one goes through
+        the safe decoder.
         """
-        self.check_complete()
+        data = self._bytes()
         assert self._header is not None
         if self._header.encoding == common_pb2.IMAGE_ENCODING_RAW:
-            return _raw_pixels(self._header, self._buffer, max_pixels, self._field)
+            return _raw_pixels(self._header, data, max_pixels, self._field)
         return to_array(self.result(), max_pixels=max_pixels, max_bytes=self._max_bytes, field=self._field)
 
     def check_complete(self) -> None:
         """Raise InvalidArgument unless the stream opened and every announced byte arrived."""
         if self._header is None:
             raise InvalidArgument(self._field, "the stream is empty; its first chunk must carry the header")
-        if self._received != len(self._buffer):
+        if self._received != self._total:
             raise InvalidArgument(
                 self._field,
-                f"the stream ended after {self._received} of the {len(self._buffer)} bytes "
-                "its header announced",
+                f"the stream ended after {self._received} of the {self._total} bytes its header announced",
             )
 
     def _open(self, chunk: common_pb2.ImageChunk) -> None:
@@ -510,8 +518,7 @@ class ChunkAssembler:
             )
         self._header = common_pb2.Image()
         self._header.CopyFrom(chunk.header)
-        self._buffer = bytearray(chunk.total_bytes)
-        self._view = memoryview(self._buffer)
+        self._total = chunk.total_bytes
 
 
 def assemble(

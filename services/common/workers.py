@@ -48,11 +48,7 @@ class WorkerPool:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the pool's slots for the duration of a call (waiting in the queue if need be)."""
-        if self._slots.locked() and self._waiting >= self.max_queue:
-            raise ResourceExhausted(
-                f"{self._name} is busy: {self.workers} calls running and {self._waiting} waiting "
-                f"(queue limit {self.max_queue}); retry later or on another replica"
-            )
+        self.admit()
         self._waiting += 1
         self._set(self._queue_gauge, self._waiting)
         try:
@@ -70,9 +66,31 @@ class WorkerPool:
                 self._running_gauge.dec()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` on one of the pool's threads."""
+        """Run `fn(*args, **kwargs)` on one of the pool's threads.
+
+        A thread cannot be interrupted: when the caller is cancelled this waits for `fn` to return before
+        re-raising, so the caller's slot is never freed while its work still runs.
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        future = loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await future
+            raise
+
+    def admit(self) -> None:
+        """Raise RESOURCE_EXHAUSTED now if a new call could not even wait for a slot.
+
+        `slot()` checks the same; calling this first lets a streaming call refuse before it has sent
+        anything (a client may retry elsewhere only until the first message).
+        """
+        if self._slots.locked() and self._waiting >= self.max_queue:
+            raise ResourceExhausted(
+                f"{self._name} is busy: {self.workers} calls running and {self._waiting} waiting "
+                f"(queue limit {self.max_queue}); retry later or on another replica"
+            )
 
     @property
     def waiting(self) -> int:
@@ -145,6 +163,7 @@ class BackgroundCall:
             yield event
 
     async def result(self) -> Any:
-        """What `fn` returned (or raise what it raised)."""
+        """What `fn` returned (or raise what it raised). Shielded: a cancelled caller does not cancel
+        the bookkeeping of a thread that is still running; `__aexit__` stops and waits for it."""
         assert self._future is not None
-        return await self._future
+        return await asyncio.shield(self._future)

@@ -32,6 +32,8 @@ from tilesmith.v1 import common_pb2, diffusion_pb2, diffusion_pb2_grpc
 __all__ = ["DiffusionServicer"]
 
 CHUNK_BYTES = 4 * 1024 * 1024
+# Tiles and control images: at most 4096 px a side (diffusion.proto), so never decode more than that.
+TILE_MAX_PIXELS = 4096 * 4096
 MAX_PROMPT_CHARS = 2000
 
 SCHEDULERS = {
@@ -194,6 +196,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         `work` emits (both ready to splat into the RPC's response message), and last a `_GpuResult`.
         """
         queued_at = time.perf_counter()
+        self._gpu.admit()  # a full queue answers RESOURCE_EXHAUSTED before anything is sent
         if (ahead := self._queued()) is not None:
             yield {"queued": diffusion_pb2.QueuePosition(ahead=ahead)}
         async with self._gpu.slot():
@@ -238,7 +241,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         tiles = []
         for i, tile in enumerate(request.tiles):
             field = f"tiles[{i}]"
-            pixels = _rgb(f"{field}.image", tile.image, self._settings.max_pixels)
+            pixels = _rgb(f"{field}.image", tile.image, min(self._settings.max_pixels, TILE_MAX_PIXELS))
             height, width = pixels.shape[:2]
             for name, side in (("width", width), ("height", height)):
                 _in_range(f"{field}.image.{name}", side, 16, 4096)
@@ -250,7 +253,11 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
                 )
             control = None
             if tile.HasField("control_image"):
-                control = _rgb(f"{field}.control_image", tile.control_image, self._settings.max_pixels)
+                control = _rgb(
+                    f"{field}.control_image",
+                    tile.control_image,
+                    min(self._settings.max_pixels, TILE_MAX_PIXELS),
+                )
                 if control.shape != pixels.shape:
                     raise InvalidArgument(f"{field}.control_image", f"must be {width}x{height} like the tile")
             tiles.append(
@@ -354,8 +361,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         stream = PartStream(request_iterator)
         params: diffusion_pb2.UpscaleParams = await stream.params()
         tile_size = params.tile_size if params.HasField("tile_size") else 512
-        if tile_size:
-            _in_range("params.tile_size", tile_size, 32, 4096)
+        _in_range("params.tile_size", tile_size, 32, 4096)
         overlap = params.tile_overlap if params.HasField("tile_overlap") else min(32, tile_size // 4)
         _in_range("params.tile_overlap", overlap, 0, max(tile_size // 4, 0))
         if params.output_encoding not in (
@@ -564,6 +570,8 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
 
 
 def _metadata_from_proto(message: diffusion_pb2.LoraMetadata, field: str) -> loras_mod.LoraMetadata:
+    if message.type not in diffusion_pb2.LoraType.values():
+        raise InvalidArgument(f"{field}.type", f"unknown LoRA type {message.type}")
     metadata = loras_mod.LoraMetadata(
         type=loras_mod.LoraType[diffusion_pb2.LoraType.Name(message.type).removeprefix("LORA_TYPE_")],
         min_weight=message.min_weight if message.HasField("min_weight") else -2.0,

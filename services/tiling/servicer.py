@@ -124,7 +124,17 @@ class _TileCollector:
         if index in self.seen:
             raise InvalidArgument(f"{self._field}.tile.index", f"tile {index} was sent twice")
         rect = self._plan.tiles[index]
-        pixels = images.to_array(message.image, field=f"{field}.image")
+        header = message.image
+        # Tiles travel raw (ARCHITECTURE.md): check the declared size before touching the bytes.
+        if header.encoding != common_pb2.IMAGE_ENCODING_RAW:
+            raise InvalidArgument(f"{field}.image.encoding", "tiles travel raw: IMAGE_ENCODING_RAW")
+        if (header.width, header.height) != (rect.width, rect.height):
+            raise InvalidArgument(
+                f"{field}.image",
+                f"must be {rect.width}x{rect.height} with {self._channels} channels, "
+                f"got {header.width}x{header.height}",
+            )
+        pixels = images.to_array(header, max_pixels=rect.width * rect.height, field=f"{field}.image")
         if pixels.shape != (rect.height, rect.width, self._channels):
             raise InvalidArgument(
                 f"{field}.image",

@@ -183,6 +183,17 @@ async def test_blend_refuses_a_tile_of_the_wrong_size(stub) -> None:
     assert error.details().startswith("tile[3].image:")
 
 
+async def test_blend_refuses_encoded_tiles_before_decoding(stub) -> None:
+    blend_params = tiling_pb2.BlendParams(image_size=_size(300, 300), grid=_params(128, 32), format=RGB)
+    png = images.to_proto(np.zeros((128, 128, 3), np.uint8), "png")
+    tile = tiling_pb2.TileImage(tile=common_pb2.Tile(index=0), image=png)
+    error = await rpc_error(
+        stub.Blend(stream(tiling_pb2.BlendRequest(params=blend_params), tiling_pb2.BlendRequest(tile=tile)))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("tile[0].image.encoding:")
+
+
 async def test_blend_needs_params_first(stub) -> None:
     tile = tiling_pb2.TileImage(
         tile=common_pb2.Tile(index=0), image=images.to_proto(np.zeros((8, 8, 3), np.uint8))

@@ -89,3 +89,53 @@ async def test_errors_in_the_thread_reach_the_caller() -> None:
         with pytest.raises(ValueError, match="boom"):
             await call.result()
     pool.close()
+
+
+async def test_cancelled_run_keeps_the_slot_until_the_thread_returns() -> None:
+    pool = WorkerPool(1, max_queue=0, name="cpu")
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def work() -> None:
+        started.set()
+        release.wait(timeout=30)
+        finished.set()
+
+    async def call() -> None:
+        async with pool.slot():
+            await pool.run(work)
+
+    task = asyncio.create_task(call())
+    await asyncio.to_thread(started.wait, 30)
+    task.cancel()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert pool.busy  # the thread still runs, so the slot is still held
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()
+    assert not pool.busy
+    pool.close()
+
+
+async def test_cancelled_result_waiter_stops_and_waits_for_the_thread() -> None:
+    pool = WorkerPool(1, max_queue=0, name="gpu")
+    started, stopped = threading.Event(), threading.Event()
+
+    def work(emit, cancel: threading.Event) -> None:
+        started.set()
+        cancel.wait(timeout=30)
+        stopped.set()
+
+    async def consumer() -> None:
+        async with pool.slot(), BackgroundCall(pool, work) as call:
+            await call.result()
+
+    task = asyncio.create_task(consumer())
+    await asyncio.to_thread(started.wait, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stopped.is_set()  # asked to stop, and waited for
+    assert not pool.busy
+    pool.close()

@@ -177,3 +177,17 @@ async def test_assemble_async_applies_the_cap() -> None:
 
     with pytest.raises(ImageTooLarge, match="base"):
         await images.assemble_async(_aiter(chunks), max_bytes=99, field="base")
+
+
+def test_memory_follows_what_arrived_not_what_was_announced() -> None:
+    """A 12-byte message announcing 64 GiB must not make the receiver allocate it."""
+    from tilesmith import images as _images
+    from tilesmith.v1 import common_pb2 as _pb
+
+    assembler = _images.ChunkAssembler(max_bytes=2**40)
+    header = _pb.Image(
+        encoding=_pb.IMAGE_ENCODING_RAW, format=_pb.PIXEL_FORMAT_RGBA8, width=2**17, height=2**17
+    )
+    assembler.add(_pb.ImageChunk(header=header, total_bytes=2**36, data=b"x" * 12))
+    with pytest.raises(InvalidArgument, match="ended after 12 of the 68719476736 bytes"):
+        assembler.check_complete()
