@@ -8,10 +8,11 @@ under byte caps, with errors naming the field at fault.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from services.common.errors import InvalidArgument
+from services.common.errors import DeadlineExceeded, InvalidArgument
 from tilesmith.images import ChunkAssembler
 
 __all__ = ["PartStream"]
@@ -20,14 +21,27 @@ __all__ = ["PartStream"]
 class PartStream:
     """A client stream of `oneof part` messages: `params` first, then images and items."""
 
-    def __init__(self, requests: AsyncIterator[Any], oneof: str = "part") -> None:
-        self._requests = requests
+    def __init__(
+        self, requests: AsyncIterator[Any], oneof: str = "part", idle_seconds: float | None = None
+    ) -> None:
+        self._requests = aiter(requests)
         self._oneof = oneof
+        self._idle_seconds = idle_seconds
+
+    async def _next(self) -> Any:
+        """The next message; DeadlineExceeded when the client sends nothing for `idle_seconds`."""
+        try:
+            async with asyncio.timeout(self._idle_seconds):
+                return await anext(self._requests)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the request stream sent nothing for {self._idle_seconds:g} s; send the next message sooner"
+            ) from None
 
     async def params(self, field: str = "params") -> Any:
         """Read the first message, which must carry `field`, and return that field's value."""
         try:
-            first = await anext(aiter(self._requests))
+            first = await self._next()
         except StopAsyncIteration:
             raise InvalidArgument(field, "the stream is empty; the first message must carry it") from None
         which = first.WhichOneof(self._oneof)
@@ -54,7 +68,11 @@ class PartStream:
         """
         assemblers = {name: ChunkAssembler(max_bytes=max_image_bytes, field=name) for name in images}
         items = 0
-        async for message in aiter(self._requests):
+        while True:
+            try:
+                message = await self._next()
+            except StopAsyncIteration:
+                break
             which = message.WhichOneof(self._oneof)
             if which in assemblers:
                 assemblers[which].add(getattr(message, which))

@@ -7,8 +7,10 @@ heavy steps onto the worker pool, and streams whole images back as chunks.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -106,15 +108,14 @@ def _tile_to_proto(tile: grid.TileRect) -> common_pb2.Tile:
 class _TileCollector:
     """Checks each streamed tile against the plan and hands its pixels to `sink(index, array)`."""
 
-    def __init__(self, plan: grid.Grid, channels: int, field: str, sink, pool: WorkerPool) -> None:
+    def __init__(self, plan: grid.Grid, channels: int, field: str, sink) -> None:
         self._plan = plan
         self._channels = channels
         self._field = field
         self._sink = sink
-        self._pool = pool
         self.seen: set[int] = set()
 
-    async def __call__(self, message: tiling_pb2.TileImage) -> None:
+    def __call__(self, message: tiling_pb2.TileImage) -> None:
         index = message.tile.index
         field = f"{self._field}[{index}]"
         if index >= len(self._plan.tiles):
@@ -142,7 +143,7 @@ class _TileCollector:
                 f"got {pixels.shape[1]}x{pixels.shape[0]} with {pixels.shape[2]}",
             )
         self.seen.add(index)
-        await self._pool.run(self._sink, index, pixels)
+        self._sink(index, pixels)  # a raw view, stored: cheap enough for the event loop
 
     def check_complete(self) -> None:
         missing = sorted(set(range(len(self._plan.tiles))) - self.seen)
@@ -162,11 +163,21 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
             queue_gauge=metrics.queue_requests,
             running_gauge=metrics.running_requests,
         )
+        # Uploads are received before a worker is taken (a slow client holds no worker), but only so
+        # many at once: each may buffer up to the byte cap.
+        self._uploads = WorkerPool(settings.max_uploads, 0, name="tiling uploads")
         # Bytes a whole RGBA image at the pixel cap takes; encoded uploads are far smaller.
         self._max_image_bytes = settings.max_pixels * 4
 
     def close(self) -> None:
         self._pool.close()
+        self._uploads.close()
+
+    @contextlib.asynccontextmanager
+    async def _receiving(self, requests: AsyncIterator[Any]) -> AsyncIterator[PartStream]:
+        """Read a request stream under the upload limit, with an idle timeout between messages."""
+        async with self._uploads.slot():
+            yield PartStream(requests, idle_seconds=self._settings.upload_idle_seconds)
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -197,35 +208,43 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
     async def Split(
         self, request_iterator: AsyncIterator[tiling_pb2.SplitRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tiling_pb2.TileImage]:
-        stream = PartStream(request_iterator)
-        params: tiling_pb2.GridParams = await stream.params()
-        async with self._pool.slot():
+        async with self._receiving(request_iterator) as stream:
+            params: tiling_pb2.GridParams = await stream.params()
             parts = await stream.collect(images=("image",), max_image_bytes=self._max_image_bytes)
+        async with self._pool.slot():
             pixels = await self._pool.run(self._decode, parts["image"])
             height, width = pixels.shape[:2]
             plan = _plan("params", width, height, params)
             started = time.perf_counter()
-            tiles = blend.split_tiles(pixels, plan)
-            for rect, tile in zip(plan.tiles, tiles, strict=True):
-                yield tiling_pb2.TileImage(tile=_tile_to_proto(rect), image=images.to_proto(tile))
+
+            def cut() -> list[tiling_pb2.TileImage]:
+                tiles = blend.split_tiles(pixels, plan)
+                return [
+                    tiling_pb2.TileImage(tile=_tile_to_proto(rect), image=images.to_proto(tile))
+                    for rect, tile in zip(plan.tiles, tiles, strict=True)
+                ]
+
+            messages = await self._pool.run(cut)
             self._count("split", len(plan.tiles), width * height, started)
+        for message in messages:  # streamed after the slot is free: a slow reader holds no worker
+            yield message
 
     async def Blend(
         self, request_iterator: AsyncIterator[tiling_pb2.BlendRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tiling_pb2.BlendResponse]:
-        stream = PartStream(request_iterator)
-        params: tiling_pb2.BlendParams = await stream.params()
-        size = params.image_size
-        _check_image_size("params.image_size", size.width, size.height, self._settings.max_pixels)
-        plan = _plan("params.grid", size.width, size.height, params.grid)
-        channels = _format_channels("params.format", params.format)
-        mode = _feather("params.feather", params.feather)
-        async with self._pool.slot():
-            started = time.perf_counter()
+        async with self._receiving(request_iterator) as stream:
+            params: tiling_pb2.BlendParams = await stream.params()
+            size = params.image_size
+            _check_image_size("params.image_size", size.width, size.height, self._settings.max_pixels)
+            plan = _plan("params.grid", size.width, size.height, params.grid)
+            channels = _format_channels("params.format", params.format)
+            mode = _feather("params.feather", params.feather)
             blender = blend.Blender(plan, channels=channels, mode=mode)
-            collector = _TileCollector(plan, channels, "tile", blender.add, self._pool)
+            collector = _TileCollector(plan, channels, "tile", blender.add)
             await stream.collect(item="tile", on_item=collector, max_image_bytes=0, max_items=len(plan.tiles))
             collector.check_complete()
+        async with self._pool.slot():
+            started = time.perf_counter()
             result = await self._pool.run(blender.result)
             self._count("blend", len(plan.tiles), size.width * size.height, started)
         for chunk in self._chunks(result):
@@ -237,27 +256,25 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
     async def BlendSeams(
         self, request_iterator: AsyncIterator[tiling_pb2.BlendSeamsRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tiling_pb2.BlendResponse]:
-        stream = PartStream(request_iterator)
-        params: tiling_pb2.BlendSeamsParams = await stream.params()
-        size = params.image_size
-        _check_image_size("params.image_size", size.width, size.height, self._settings.max_pixels)
-        first = _plan("params.first_grid", size.width, size.height, params.first_grid)
-        offset_params = tiling_pb2.GridParams()
-        offset_params.CopyFrom(params.first_grid)
-        offset_params.offset = True
-        offset = _plan("params.first_grid", size.width, size.height, offset_params)
-        channels = _format_channels("params.format", params.format)
-        mode = _feather("params.feather", params.feather)
-        band = params.band_width or max(2, params.first_grid.overlap)
-        tile_side = min(first.tile_width, first.tile_height)
-        if not 2 <= band <= tile_side:
-            raise InvalidArgument(
-                "params.band_width", f"must be between 2 and the tile side ({tile_side}), got {band}"
-            )
-        async with self._pool.slot():
-            started = time.perf_counter()
+        async with self._receiving(request_iterator) as stream:
+            params: tiling_pb2.BlendSeamsParams = await stream.params()
+            size = params.image_size
+            _check_image_size("params.image_size", size.width, size.height, self._settings.max_pixels)
+            first = _plan("params.first_grid", size.width, size.height, params.first_grid)
+            offset_params = tiling_pb2.GridParams()
+            offset_params.CopyFrom(params.first_grid)
+            offset_params.offset = True
+            offset = _plan("params.first_grid", size.width, size.height, offset_params)
+            channels = _format_channels("params.format", params.format)
+            mode = _feather("params.feather", params.feather)
+            band = params.band_width or max(2, params.first_grid.overlap)
+            tile_side = min(first.tile_width, first.tile_height)
+            if not 2 <= band <= tile_side:
+                raise InvalidArgument(
+                    "params.band_width", f"must be between 2 and the tile side ({tile_side}), got {band}"
+                )
             tiles: dict[int, np.ndarray] = {}
-            collector = _TileCollector(offset, channels, "tile", tiles.__setitem__, self._pool)
+            collector = _TileCollector(offset, channels, "tile", tiles.__setitem__)
             parts = await stream.collect(
                 images=("base",),
                 item="tile",
@@ -266,6 +283,8 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
                 max_items=len(offset.tiles),
             )
             collector.check_complete()
+        async with self._pool.slot():
+            started = time.perf_counter()
             base = await self._pool.run(self._decode, parts["base"])
             if base.shape != (size.height, size.width, channels):
                 raise InvalidArgument(
@@ -292,11 +311,11 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
     async def Resize(
         self, request_iterator: AsyncIterator[tiling_pb2.ResizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ImageChunk]:
-        stream = PartStream(request_iterator)
-        params: tiling_pb2.ResizeParams = await stream.params()
-        _check_image_size("params.size", params.size.width, params.size.height, self._settings.max_pixels)
-        async with self._pool.slot():
+        async with self._receiving(request_iterator) as stream:
+            params: tiling_pb2.ResizeParams = await stream.params()
+            _check_image_size("params.size", params.size.width, params.size.height, self._settings.max_pixels)
             parts = await stream.collect(images=("image",), max_image_bytes=self._max_image_bytes)
+        async with self._pool.slot():
             pixels = await self._pool.run(self._decode, parts["image"])
             started = time.perf_counter()
             result = await self._pool.run(resize.resize, pixels, params.size.width, params.size.height)
@@ -307,19 +326,19 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
     async def ColorFix(
         self, request_iterator: AsyncIterator[tiling_pb2.ColorFixRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.ImageChunk]:
-        stream = PartStream(request_iterator)
-        params: tiling_pb2.ColorFixParams = await stream.params()
         methods = {
             tiling_pb2.COLOR_FIX_METHOD_UNSPECIFIED: colorfix.wavelet_color_fix,
             tiling_pb2.COLOR_FIX_METHOD_WAVELET: colorfix.wavelet_color_fix,
             tiling_pb2.COLOR_FIX_METHOD_ADAIN: colorfix.adain_color_fix,
         }
-        if params.method not in methods:
-            raise InvalidArgument("params.method", f"unknown colour-fix method {params.method}")
-        async with self._pool.slot():
+        async with self._receiving(request_iterator) as stream:
+            params: tiling_pb2.ColorFixParams = await stream.params()
+            if params.method not in methods:
+                raise InvalidArgument("params.method", f"unknown colour-fix method {params.method}")
             parts = await stream.collect(
                 images=("target", "reference"), max_image_bytes=self._max_image_bytes
             )
+        async with self._pool.slot():
             target = await self._pool.run(self._decode, parts["target"])
             reference = await self._pool.run(self._decode, parts["reference"])
             started = time.perf_counter()
@@ -331,14 +350,14 @@ class TilingServicer(tiling_pb2_grpc.TilingServicer):
     async def RenderGrid(
         self, request_iterator: AsyncIterator[tiling_pb2.RenderGridRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tiling_pb2.RenderGridResponse]:
-        stream = PartStream(request_iterator)
-        params: tiling_pb2.RenderGridParams = await stream.params()
-        max_side = params.max_side or 1024
-        _check_side("params.max_side", max_side, 64, 4096)
-        if params.thumbnail_size:
-            _check_side("params.thumbnail_size", params.thumbnail_size, 32, 1024)
-        async with self._pool.slot():
+        async with self._receiving(request_iterator) as stream:
+            params: tiling_pb2.RenderGridParams = await stream.params()
+            max_side = params.max_side or 1024
+            _check_side("params.max_side", max_side, 64, 4096)
+            if params.thumbnail_size:
+                _check_side("params.thumbnail_size", params.thumbnail_size, 32, 1024)
             parts = await stream.collect(images=("image",), max_image_bytes=self._max_image_bytes)
+        async with self._pool.slot():
             pixels = await self._pool.run(self._decode, parts["image"])
             height, width = pixels.shape[:2]
             plan = _plan("params.grid", width, height, params.grid)

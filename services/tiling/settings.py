@@ -26,6 +26,14 @@ class TilingSettings(ServerSettings):
         ge=1,
         description="Image operations run at once (in threads); further calls wait in the queue.",
     )
+    max_uploads: int = Field(
+        16, ge=1, description="Request streams received at once (each may buffer up to max_pixels * 4 bytes)."
+    )
+    upload_idle_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A request stream that sends nothing for this long is ended (DEADLINE_EXCEEDED).",
+    )
     max_queue: int = Field(
         64, ge=0, description="Calls allowed to wait for a worker; beyond that RESOURCE_EXHAUSTED."
     )

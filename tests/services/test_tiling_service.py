@@ -366,3 +366,38 @@ async def test_metrics_count_tiles(tiling_server, stub, rng) -> None:
     assert float(split[0].split()[-1]) >= 4
     assert "tiling_queue_requests 0.0" in text
     assert "tiling_build_info" in text
+
+
+async def test_an_idle_client_holds_no_worker_and_is_ended() -> None:
+    from services.common.server import channel_options
+    from services.tiling.app import build_server
+    from services.tiling.settings import TilingSettings
+
+    settings = TilingSettings(
+        host="127.0.0.1", port=0, metrics_host="127.0.0.1", workers=1, max_queue=0, upload_idle_seconds=1.0
+    )
+    server = build_server(settings, serve_metrics_http=False)
+    await server.start()
+    await server.set_serving()
+    try:
+        async with grpc.aio.insecure_channel(
+            server.address, options=channel_options(64 * 1024 * 1024)
+        ) as channel:
+            stub = tiling_pb2_grpc.TilingStub(channel)
+            never = asyncio.Event()
+
+            async def idle_requests():
+                yield tiling_pb2.SplitRequest(params=_params(128, 16))
+                await never.wait()  # the client goes quiet after its params
+
+            idle = stub.Split(idle_requests())
+            # With its only worker free, the service still serves others while the idle stream waits.
+            image = np.zeros((64, 64, 3), np.uint8)
+            tiles = await _split(stub, image, _params(64, 0))
+            assert len(tiles) == 1
+            error = await rpc_error(idle)
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "sent nothing for 1 s" in error.details()
+            never.set()
+    finally:
+        await server.stop(0)
