@@ -48,6 +48,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from services.common.devices import resolve_device
 from services.common.errors import Cancelled, FailedPrecondition, Internal, InvalidArgument, ResourceExhausted
 
 __all__ = [
@@ -173,7 +174,7 @@ class Captioner:
 
     def __init__(self, config: CaptionerConfig) -> None:
         self._config = config
-        self._device = _resolve_device(config.device)
+        self._device = resolve_device(config.device)
         self._dtype = _resolve_dtype(config.dtype, self._device)
         self._processor: Any = None
         self._model: Any = None
@@ -392,13 +393,6 @@ def _as_list(value: int | list[int] | None) -> list[int]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    return torch.device("cuda:0") if resolved.type == "cuda" and resolved.index is None else resolved
 
 
 def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import torch
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 import services
 from services.common.metrics import ServerMetrics
@@ -30,11 +30,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = diffusion_pb2.DESCRIPTOR.services_by_name["Diffusion"].full_name
 
 
-def _token(setting, variable: str) -> str | None:
-    """A token from its setting, else from the provider's conventional variable (read here, in startup)."""
-    if setting is not None:
-        return setting.get_secret_value()
-    return os.environ.get(variable) or None
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def build_server(
@@ -81,8 +78,8 @@ def build_server(
             ),
             settings.max_upload_bytes,
             sdxl_cross_attention_dim=engine.cross_attention_dim,
-            hf_token=_token(settings.hf_token, "HF_TOKEN"),
-            civitai_token=_token(settings.civitai_token, "CIVITAI_TOKEN"),
+            hf_token=_secret(settings.hf_token),
+            civitai_token=_secret(settings.civitai_token),
         )
         library.cleanup_partials()
         servicer.attach_library(library)

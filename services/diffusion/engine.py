@@ -105,6 +105,7 @@ from diffusers.models.attention_processor import Attention
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
+from services.common.devices import resolve_device
 from services.common.errors import Cancelled, FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.diffusion.loras import BaseArchitecture, ResolvedLora
 from services.diffusion.profiles import PROFILES, TINY, ModelProfile
@@ -293,7 +294,7 @@ class DiffusionEngine:
 
     def __init__(self, config: EngineConfig) -> None:
         self._config = config
-        self._device = _resolve_device(config.device)
+        self._device = resolve_device(config.device)
         self._dtype = _resolve_dtype(config.dtype, self._device)
         self._models: _Models | None = None
 
@@ -1088,13 +1089,6 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------
 # Loading
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    return torch.device("cuda:0") if resolved.type == "cuda" and resolved.index is None else resolved
 
 
 def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from services.diffusion.profiles import PRODUCTION, HubSource, ModelProfile
+from services.diffusion.settings import DiffusionSettings
 
 __all__ = ["fetch_profile"]
 
@@ -51,6 +51,7 @@ def _fetch(snapshot_download, source: HubSource, target: Path, token: str | None
 
 
 def main() -> None:
+    settings = DiffusionSettings()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -58,11 +59,12 @@ def main() -> None:
         "models_dir",
         nargs="?",
         type=Path,
-        default=Path(os.environ.get("TILESMITH_DIFFUSION_MODELS_DIR", "models")),
+        default=settings.models_dir,
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    fetch_profile(PRODUCTION, args.models_dir, os.environ.get("HF_TOKEN"))
+    token = settings.hf_token.get_secret_value() if settings.hf_token is not None else None
+    fetch_profile(PRODUCTION, args.models_dir, token)
     print(f"production weights are in {args.models_dir}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import DEFAULT_PORTS, ServerSettings
@@ -14,7 +14,9 @@ __all__ = ["DiffusionSettings"]
 
 
 class DiffusionSettings(ServerSettings):
-    model_config = SettingsConfigDict(env_prefix="TILESMITH_DIFFUSION_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TILESMITH_DIFFUSION_", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     port: int = Field(
         DEFAULT_PORTS["diffusion"], ge=0, le=65535, description="gRPC port; 0 picks a free port."
@@ -57,9 +59,14 @@ class DiffusionSettings(ServerSettings):
     lora_max_detail: int = Field(2, ge=0, description="Stacking rule: most detail LoRAs.")
     lora_max_character: int = Field(2, ge=0, description="Stacking rule: most character LoRAs.")
     lora_max_weight_sum: float = Field(3.5, ge=0, description="Stacking rule: largest sum of |weight|.")
+    # The providers' conventional variables are accepted too (the prefixed name wins when both are set).
     hf_token: SecretStr | None = Field(
-        None, description="Token for Hugging Face LoRA installs (or HF_TOKEN)."
+        None,
+        validation_alias=AliasChoices("TILESMITH_DIFFUSION_HF_TOKEN", "HF_TOKEN"),
+        description="Token for Hugging Face LoRA installs and `make models` (or HF_TOKEN).",
     )
     civitai_token: SecretStr | None = Field(
-        None, description="Token for CivitAI LoRA installs (or CIVITAI_TOKEN)."
+        None,
+        validation_alias=AliasChoices("TILESMITH_DIFFUSION_CIVITAI_TOKEN", "CIVITAI_TOKEN"),
+        description="Token for CivitAI LoRA installs (or CIVITAI_TOKEN).",
     )
