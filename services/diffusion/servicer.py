@@ -137,6 +137,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
             queue_gauge=metrics.queue_requests,
             running_gauge=metrics.running_requests,
         )
+        self._downloads = WorkerPool(4, 64, name="LoRA installs")
 
     def attach_library(self, library: loras_mod.LoraLibrary) -> None:
         """Called once the models are loaded (the library checks LoRAs against the loaded UNet)."""
@@ -150,6 +151,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
 
     def close(self) -> None:
         self._gpu.close()
+        self._downloads.close()
 
     # --- shared machinery ---------------------------------------------------------------------------
 
@@ -493,20 +495,15 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
         metadata = (
             _metadata_from_proto(request.metadata, "metadata") if request.HasField("metadata") else None
         )
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
+        library = self._library
 
-        def progress(done: int, total: int | None) -> None:
-            if cancel.is_set():
-                raise Cancelled("the install was cancelled")
-            loop.call_soon_threadsafe(
-                events.put_nowait, diffusion_pb2.LoraDownloadProgress(bytes_done=done, bytes_total=total or 0)
-            )
+        def work(emit: Callable[[Any], None], cancel: threading.Event) -> loras_mod.LoraInfo:
+            def progress(done: int, total: int | None) -> None:
+                if cancel.is_set():
+                    raise Cancelled("the install was cancelled")
+                emit(diffusion_pb2.LoraDownloadProgress(bytes_done=done, bytes_total=total or 0))
 
-        task = asyncio.ensure_future(
-            asyncio.to_thread(
-                self._library.install,
+            return library.install(
                 request.url,
                 name=request.name or None,
                 sha256=request.sha256 or None,
@@ -514,18 +511,12 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
                 overwrite=request.overwrite,
                 progress=progress,
             )
-        )
-        try:
-            while not task.done() or not events.empty():
-                getter = asyncio.ensure_future(events.get())
-                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield diffusion_pb2.InstallLoraResponse(progress=getter.result())
-                else:
-                    getter.cancel()
-            info = await task
-        finally:
-            cancel.set()
+
+        # Downloads run beside the GPU queue, a few at a time; a client that leaves stops its download.
+        async with self._downloads.slot(), BackgroundCall(self._downloads, work) as call:
+            async for event in call.events():
+                yield diffusion_pb2.InstallLoraResponse(progress=event)
+            info = await call.result()
         yield diffusion_pb2.InstallLoraResponse(lora=self._lora_info(info))
 
     async def ListLoras(
