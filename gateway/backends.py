@@ -175,6 +175,15 @@ class BackendPool:
         return {replica.address: replica.in_flight for replica in self._replicas}
 
     @property
+    def capacity(self) -> int:
+        """Calls the replicas take at once in all (the sum of their in-flight limits)."""
+        return sum(replica.limit for replica in self._replicas)
+
+    def address_of(self, channel: grpc.aio.Channel) -> str:
+        """The configured address of the replica behind `channel` (for events and the log)."""
+        return next((r.address for r in self._replicas if r.channel is channel), "")
+
+    @property
     def waiting(self) -> int:
         """Calls waiting for a free replica."""
         return len(self._waiters)

@@ -383,6 +383,10 @@ class JobStore(Protocol):
         """Drops a job's checkpoints (once it has ended and they are no longer needed)."""
         ...
 
+    def checkpoint_count(self, job_id: str) -> int:
+        """How many tiles a job has checkpointed, over every pass."""
+        ...
+
     def put_result(self, job_id: str, name: str, data: bytes) -> None:
         """Stores a job's final image (`FINAL_RESULT`) or an intermediate ("preupscaled", ...),
         replacing one of the same name. Names: lowercase letters, digits and "_", 1..64."""
@@ -858,6 +862,11 @@ class SqliteJobStore:
                 (job_id, stage),
             ).fetchall()
         return {index: self.blobs.get(key) for index, key in rows}
+
+    def checkpoint_count(self, job_id: str) -> int:
+        with self._read() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()
+        return count
 
     def clear_checkpoints(self, job_id: str) -> None:
         with self._write() as db:

@@ -153,8 +153,13 @@ class GrpcServer:
             await self._server.wait_for_termination()
 
 
-async def run_until_signal(server: GrpcServer, load: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Start `server`, run `load` (models), report SERVING, and stop gracefully on SIGTERM or SIGINT."""
+async def run_until_signal(
+    server: GrpcServer,
+    load: Callable[[], Awaitable[None]] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Start `server`, run `load` (models), report SERVING, and stop gracefully on SIGTERM or SIGINT;
+    `on_stop` runs once the server has stopped (the gateway parks its jobs and closes its store)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,3 +177,5 @@ async def run_until_signal(server: GrpcServer, load: Callable[[], Awaitable[None
         log.info("signal received")
     finally:
         await server.stop()
+        if on_stop is not None:
+            await on_stop()
