@@ -8,7 +8,7 @@ PY := $(BIN)/python
 # torch first, pinned: the registry's newest torch is a CUDA build with several GB of dependencies.
 TORCH := torch==2.13.0
 
-.PHONY: setup test lint format proto bench-tiling bench-diffusion bench tiling diffusion captioning bridge models tiny-models clean
+.PHONY: setup test lint format proto bench-tiling bench-diffusion bench-pipeline bench tiling diffusion captioning bridge models tiny-models demo up clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ bench-tiling: setup
 bench-diffusion: setup
 	$(PY) bench/bench_diffusion.py
 
+# A job through the embedded stack vs the same pipeline calls in-process, and 1 vs 2 diffusion replicas
+# (about 10 minutes here; `$(PY) bench/bench_pipeline.py --quick` is a 1-minute smoke run).
+bench-pipeline: setup
+	$(PY) bench/bench_pipeline.py
+
 bench: bench-tiling bench-diffusion
 
 # Production weights (needs the Hugging Face hub; HF_TOKEN for gated repos) into $(MODELS_DIR).
@@ -66,6 +71,16 @@ captioning: setup
 # Run the bridge service in the foreground (keys from FAL_KEY, ZAI_API_KEY, REPLICATE_API_TOKEN, OPENROUTER_API_KEY).
 bridge: setup
 	$(PY) -m services.bridge
+
+# One upscale of assets/sample_sprite.png through the embedded stack with the tiny models (offline;
+# builds them if missing): writes demo-output/ and prints a timing summary. The pixels are noise by design.
+demo: setup
+	$(PY) -m gateway.demo
+
+# The whole stack in one process (gateway + tiling + diffusion on one port) in the foreground,
+# e.g. `make up PROFILE=tiny` (offline); Ctrl-C stops it.
+up: setup
+	TILESMITH_DIFFUSION_PROFILE=$(PROFILE) $(PY) -m gateway.stack
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results .cache

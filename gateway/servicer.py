@@ -21,8 +21,15 @@ from PIL import Image
 from gateway.clients import Backends
 from gateway.jobs import JobRunner
 from gateway.settings import GatewaySettings
-from gateway.specs import ImageInfo, SpecContext, job_kind, validate_job_spec, validate_settings
-from gateway.specs import resolve_upscale as _resolve_upscale
+from gateway.specs import (
+    ImageInfo,
+    SpecContext,
+    geometry,
+    job_kind,
+    plan_grids,
+    validate_job_spec,
+    validate_settings,
+)
 from gateway.store import FINAL_RESULT, TERMINAL_STATES, ImageMeta, JobRecord, JobStore
 from services.common.errors import (
     AlreadyExists,
@@ -47,6 +54,7 @@ __all__ = ["GatewayServicer"]
 
 log = logging.getLogger(__name__)
 
+_TERMINAL_KINDS = frozenset({"succeeded", "failed", "cancelled"})
 _MODELS_TTL = 10.0  # seconds a ListModels / ListLoras answer is reused for validating specs
 _ENCODINGS = {
     common_pb2.IMAGE_ENCODING_PNG: "png",
@@ -262,8 +270,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     ended = ended or event.WhichOneof("kind") in ("succeeded", "failed", "cancelled")
                 if ended:
                     return
-                if (await asyncio.to_thread(self.store.get_job, job_id)).state in TERMINAL_STATES:
-                    continue  # the terminal event is committed right after the state: read it
+                if await asyncio.to_thread(self._log_complete, job_id, seen):
+                    return
                 # 2. Wait for the next logged event; pass transient ones on; a heartbeat after quiet.
                 waiter = asyncio.ensure_future(self.store.notifier.wait(job_id, seen))
                 step = asyncio.ensure_future(transient.get())
@@ -285,6 +293,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     heartbeat = pb.JobEvent(seq=seen, heartbeat=pb.JobHeartbeat())
                     heartbeat.time.GetCurrentTime()
                     yield heartbeat
+
+    def _log_complete(self, job_id: str, seen: int) -> bool:
+        """Whether a watcher that has seen up to `seen` has the whole log of an ended job. (The end state
+        is stored just before the terminal event is logged, so an ended job may lack it for a moment.)"""
+        record = self.store.get_job(job_id)
+        if record.state not in TERMINAL_STATES or seen < record.last_seq:
+            return False
+        last = self.store.events_after(job_id, max(0, record.last_seq - 1), limit=1)
+        return bool(last) and last[0].kind in _TERMINAL_KINDS
 
     async def GetResult(
         self, request: pb.GetResultRequest, context: grpc.aio.ServicerContext
@@ -348,17 +365,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         if len(params.filename) > 255:
             raise InvalidArgument("params.filename", f"at most 255 characters, got {len(params.filename)}")
         image = assembler.result()
-        pixels = await asyncio.to_thread(
-            images.to_array, image, self.settings.max_pixels, self.settings.max_upload_bytes, "image"
-        )
-        # Raw uploads are stored as PNG, so every stored image is a file the decoder reads on its own.
+        # The format is read from the bytes (a header may leave the encoding unset); raw pixels are
+        # stored as PNG, so every stored image is a file the decoder reads on its own.
         if image.encoding == common_pb2.IMAGE_ENCODING_RAW:
+            pixels = await asyncio.to_thread(
+                images.to_array, image, self.settings.max_pixels, self.settings.max_upload_bytes, "image"
+            )
             data, encoding = (
                 await asyncio.to_thread(images.encode_bytes, pixels, "png"),
                 common_pb2.IMAGE_ENCODING_PNG,
             )
         else:
             data = image.data
+            pixels = await asyncio.to_thread(
+                images.decode_bytes,
+                data,
+                self.settings.max_pixels,
+                self.settings.max_upload_bytes,
+                "image.data",
+            )
             encoding = _SNIFFED.get(images._sniff_format(data[:16]) or "", common_pb2.IMAGE_ENCODING_PNG)
         meta = ImageMeta(
             width=pixels.shape[1],
@@ -379,44 +404,37 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     # -- UI helpers ----------------------------------------------------------------------------------
 
-    async def _layout(self, image_id: str, settings: pb.UpscaleSettings) -> tuple[pb.GridLayout, Any]:
+    async def _layout(self, image_id: str, settings: pb.UpscaleSettings) -> tuple[pb.GridLayout, Any, Any]:
+        """The sizes and grids an upscale with `settings` uses on an upload; only the grid settings matter
+        (the rest may be a work in progress in the UI)."""
         if not image_id:
             raise InvalidArgument("image_id", "required")
-        ctx = await self.spec_context()
-        spec = pb.UpscaleSpec(image_id=image_id, settings=settings)
-        # Only the grid matters here: the rest of the settings may be a work in progress in the UI.
-        grid_settings = pb.UpscaleSettings(
-            target=settings.target,
-            supersampling=settings.supersampling if settings.HasField("supersampling") else None,
-            tile_size=settings.tile_size,
-            overlap=settings.overlap if settings.HasField("overlap") else None,
+        info = await asyncio.to_thread(self._image_info, image_id)
+        geo = geometry(
+            settings, (info.width, info.height), field="settings", max_pixels=self.settings.max_pixels
         )
-        if settings.seam_fix.enabled:
-            grid_settings.seam_fix.enabled = True
-        spec = pb.UpscaleSpec(image_id=image_id, settings=grid_settings)
-        resolved = await asyncio.to_thread(_resolve_upscale, spec, ctx, field="")
-        geo = resolved.settings.geometry
+        grid, seam_grid = plan_grids(settings, geo, field="settings")
         layout = pb.GridLayout(
             input_size=common_pb2.Size(width=geo.input_size[0], height=geo.input_size[1]),
             working_size=common_pb2.Size(width=geo.working_size[0], height=geo.working_size[1]),
             output_size=common_pb2.Size(width=geo.output_size[0], height=geo.output_size[1]),
-            plan=_grid_to_proto(resolved.settings.grid),
+            plan=_grid_to_proto(grid),
         )
-        if resolved.settings.seam_grid is not None:
-            layout.seam_plan.CopyFrom(_grid_to_proto(resolved.settings.seam_grid))
-        return layout, resolved
+        if seam_grid is not None:
+            layout.seam_plan.CopyFrom(_grid_to_proto(seam_grid))
+        return layout, geo, grid
 
     async def PlanGrid(
         self, request: pb.GatewayPlanGridRequest, context: grpc.aio.ServicerContext
     ) -> pb.GridLayout:
-        layout, _ = await self._layout(request.image_id, request.settings)
+        layout, _, _ = await self._layout(request.image_id, request.settings)
         return layout
 
     async def RenderGrid(
         self, request: pb.GatewayRenderGridRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GatewayRenderGridResponse]:
-        layout, resolved = await self._layout(request.image_id, request.settings)
-        count = len(resolved.settings.grid.tiles)
+        layout, geo, grid = await self._layout(request.image_id, request.settings)
+        count = len(grid.tiles)
         for name in ("selected", "processed"):
             for i, index in enumerate(getattr(request, name)):
                 if index >= count:
@@ -430,12 +448,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         # grid coordinates map onto it by overview width / working width.
         data = await asyncio.to_thread(self.store.read_image, request.image_id)
         pixels = await asyncio.to_thread(images.decode_bytes, data, self.settings.max_pixels)
-        geo = resolved.settings.geometry
         max_side = request.max_side or 1024
         scale = min(1.0, max_side / max(geo.working_size))
         view = (max(1, round(geo.working_size[0] * scale)), max(1, round(geo.working_size[1] * scale)))
         canvas = await self.backends.tiling.resize(np.ascontiguousarray(pixels), view)
-        grid = resolved.settings.grid
         params = tiling_pb2.RenderGridParams(
             grid=tiling_pb2.GridParams(
                 tile_size=common_pb2.Size(
@@ -449,12 +465,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             max_side=max(64, max(view)),
             thumbnail_size=request.thumbnail_size,
         )
+        overview = images.ChunkAssembler(max_bytes=4096 * 4096 * 3 + 1024, field="overview")
+        sent = False
         async for message in self.backends.tiling.render_grid(canvas, params):
-            which = message.WhichOneof("part")
-            if which == "overview":
-                yield pb.GatewayRenderGridResponse(overview=message.overview)
-            else:
-                yield pb.GatewayRenderGridResponse(thumbnail=message.thumbnail)
+            if message.WhichOneof("part") == "overview":
+                overview.add(message.overview)
+                continue
+            if not sent:  # the overview is complete once the thumbnails start
+                for chunk in await asyncio.to_thread(_png_chunks, overview):
+                    yield pb.GatewayRenderGridResponse(overview=chunk)
+                sent = True
+            yield pb.GatewayRenderGridResponse(thumbnail=message.thumbnail)
+        if not sent:
+            for chunk in await asyncio.to_thread(_png_chunks, overview):
+                yield pb.GatewayRenderGridResponse(overview=chunk)
 
     async def CaptionTiles(
         self, request: pb.CaptionTilesRequest, context: grpc.aio.ServicerContext
@@ -611,6 +635,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         response.CopyFrom(answer)
         response.providers.insert(0, internal)
         return response
+
+
+def _png_chunks(overview: images.ChunkAssembler) -> list[common_pb2.ImageChunk]:
+    """The overview as the contract promises it: PNG (the tiling service sends it raw)."""
+    message = overview.result()
+    if message.encoding != common_pb2.IMAGE_ENCODING_PNG:
+        message = images.to_proto(overview.to_array(), "png")
+    return list(images.iter_chunks(message))
 
 
 def _png_header(data: bytes) -> tuple[int, int, bool]:

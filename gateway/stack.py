@@ -372,11 +372,12 @@ def serve(
     Unset options come from the environment like the services': TILESMITH_DIFFUSION_PROFILE (default
     production), TILESMITH_GATEWAY_HOST / _PORT / _STATE_DIR.
     """
-    from services.common.logging import configure_logging
+    from services.common.logging import configure_logging, route_library_logging
     from services.diffusion.settings import DiffusionSettings
 
     gateway = GatewaySettings()
     configure_logging(gateway.log_level, gateway.log_json, service="stack")
+    route_library_logging("diffusers", "transformers", "huggingface_hub")
     chosen = profile or DiffusionSettings().profile
     if chosen not in ("tiny", "production"):
         print(f"profile must be tiny or production, got {chosen!r}", file=sys.stderr)

@@ -10,8 +10,8 @@ Errors are mapped once: every call goes through `_mapped_errors`, which turns a 
 `tilesmith.errors` class the server raised (`error_from_rpc`), re-raised ``from`` the gRPC error.
 Calls that only read (GetJob, ListJobs, GetResult, WatchJob, the listings) are retried on
 `Unavailable` a few times with exponential backoff (`_retrying`); calls that change state (SubmitJob,
-CancelJob, DeleteJob, UploadImage, presets) are not: retry a submit yourself with the same
-``idempotency_key``. `AsyncJob.events` resumes a dropped stream from the last seq it saw.
+CancelJob, DeleteJob, UploadImage, presets, LoRA uploads and deletes) are not: retry a submit
+yourself with the same ``idempotency_key``. `AsyncJob.events` resumes a dropped stream from the last seq it saw.
 
 `Client` runs one `AsyncClient` on a private event loop in a daemon thread and blocks on its
 coroutines, so both clients share every line of protocol logic.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import threading
 import uuid
@@ -405,6 +406,51 @@ class AsyncClient:
         """The LoRA library and stacking rules."""
         return await self._unary("ListLoras", diffusion_pb2.ListLorasRequest(), retry=True)
 
+    async def upload_lora(
+        self,
+        lora: Path | str | bytes,
+        name: str,
+        *,
+        metadata: diffusion_pb2.LoraMetadata | None = None,
+        overwrite: bool = False,
+        chunk_bytes: int = images.DEFAULT_CHUNK_BYTES,
+    ) -> diffusion_pb2.LoraInfo:
+        """Upload a ``.safetensors`` LoRA into the library and return it as stored. Not retried.
+
+        Args:
+            lora: The file: a path (`Path` or `str`), read in chunks, or its bytes.
+            name: Name to store it under (letters, digits, ``.``, ``_``, ``-``).
+            metadata: Library metadata (type, weight range, trigger words). Default (None): none.
+            overwrite: Replace a LoRA of the same name. Default: `AlreadyExists` if the name is taken.
+            chunk_bytes: Payload bytes per message.
+        """
+        # 1. Size and digest up front: the server checks the stream against both
+        if isinstance(lora, bytes):
+            total_bytes, sha256 = len(lora), hashlib.sha256(lora).hexdigest()
+        else:
+            lora = Path(lora)
+            total_bytes, sha256 = await asyncio.to_thread(_size_and_digest, lora)
+        params = diffusion_pb2.UploadLoraParams(
+            name=name, total_bytes=total_bytes, sha256=sha256, metadata=metadata, overwrite=overwrite
+        )
+
+        # 2. Params, then the bytes in order
+        def requests() -> Iterator[diffusion_pb2.UploadLoraRequest]:
+            yield diffusion_pb2.UploadLoraRequest(params=params)
+            for data in _read_chunks(lora, chunk_bytes):
+                yield diffusion_pb2.UploadLoraRequest(data=data)
+
+        with _mapped_errors():
+            return await self._stub.UploadLora(requests(), metadata=self._metadata)
+
+    async def delete_lora(self, name: str) -> None:
+        """Delete a LoRA from the library."""
+        await self._unary("DeleteLora", diffusion_pb2.DeleteLoraRequest(name=name), retry=False)
+
+    async def list_providers(self) -> bridge_pb2.ListProvidersResponse:
+        """The hosted providers plus "internal", and the default chains per capability."""
+        return await self._unary("ListProviders", bridge_pb2.ListProvidersRequest(), retry=True)
+
     async def plan_grid(
         self, image: ImageInput, options: UpscaleOptions | None = None
     ) -> gateway_pb2.GridLayout:
@@ -450,16 +496,27 @@ class AsyncJob:
         """The job's events, resumed across dropped streams, until the terminal one (`watch_job`)."""
         return self._client.watch_job(self.id, after_seq=after_seq, omit_previews=omit_previews)
 
-    async def wait(self) -> gateway_pb2.Job:
+    async def wait(
+        self,
+        *,
+        on_event: Callable[[gateway_pb2.JobEvent], object] | None = None,
+        after_seq: int = 0,
+    ) -> gateway_pb2.Job:
         """Wait for the job to end and return it.
+
+        Args:
+            on_event: Called with each event (previews omitted) as it arrives, e.g. to show progress.
+            after_seq: Follow the log from after this seq (events up to it were seen already).
 
         Raises:
             TilesmithError: The job FAILED: the class of its error code (InvalidArgument keeps the
                 field), with ``.job`` set.
             Cancelled: The job was cancelled.
         """
-        async with contextlib.aclosing(self.events(omit_previews=True)) as events:
+        async with contextlib.aclosing(self.events(after_seq=after_seq, omit_previews=True)) as events:
             async for event in events:
+                if on_event is not None:
+                    on_event(event)
                 if event.WhichOneof("kind") in _TERMINAL_EVENTS:
                     break
         job = await self.refresh()
@@ -630,6 +687,18 @@ class Client:
         """See `AsyncClient.list_loras`."""
         return self._runner.run(self._async.list_loras())
 
+    def upload_lora(self, lora: Path | str | bytes, name: str, **kwargs: Any) -> diffusion_pb2.LoraInfo:
+        """See `AsyncClient.upload_lora`."""
+        return self._runner.run(self._async.upload_lora(lora, name, **kwargs))
+
+    def delete_lora(self, name: str) -> None:
+        """See `AsyncClient.delete_lora`."""
+        self._runner.run(self._async.delete_lora(name))
+
+    def list_providers(self) -> bridge_pb2.ListProvidersResponse:
+        """See `AsyncClient.list_providers`."""
+        return self._runner.run(self._async.list_providers())
+
     def plan_grid(self, image: ImageInput, options: UpscaleOptions | None = None) -> gateway_pb2.GridLayout:
         """See `AsyncClient.plan_grid`."""
         return self._runner.run(self._async.plan_grid(image, options))
@@ -662,9 +731,9 @@ class Job:
         """See `AsyncJob.events`."""
         return self._runner.iterate(self._async.events(after_seq=after_seq, omit_previews=omit_previews))
 
-    def wait(self) -> gateway_pb2.Job:
-        """See `AsyncJob.wait`."""
-        return self._runner.run(self._async.wait())
+    def wait(self, **kwargs: Any) -> gateway_pb2.Job:
+        """See `AsyncJob.wait` (`on_event` is called on the client's event loop thread)."""
+        return self._runner.run(self._async.wait(**kwargs))
 
     def result(self, name: str = "final") -> Image.Image:
         """See `AsyncJob.result`."""
@@ -691,3 +760,19 @@ def _enum_values(wrapper: Any, prefix: str, names: str | Iterable[str] | None, f
     return [
         _enum(wrapper, prefix, name, field_name) for name in ([names] if isinstance(names, str) else names)
     ]
+
+
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    with path.open("rb") as file:
+        return path.stat().st_size, hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _read_chunks(source: Path | bytes, chunk_bytes: int) -> Iterator[bytes]:
+    """`source` in runs of `chunk_bytes`; a file is read as the stream is sent, not all at once."""
+    if isinstance(source, bytes):
+        for start in range(0, len(source), chunk_bytes):
+            yield source[start : start + chunk_bytes]
+        return
+    with source.open("rb") as file:
+        while data := file.read(chunk_bytes):
+            yield data

@@ -8,7 +8,7 @@ client only checks what it has to translate (enum names, target shapes).
 Images inside options (`UpscaleOptions.ip_adapter_image`, the jobs' inputs) are uploaded image ids
 by the time a spec is built; `tilesmith.client` uploads pixels and files first.
 
-    UpscaleOptions   -> UpscaleSettings (`to_settings`) / UpscaleSpec (`to_spec`)
+    UpscaleOptions   -> UpscaleSettings (`to_settings`) / UpscaleSpec (`to_spec`); back: `from_settings`
     Region           -> UpscaleRegion
     GenerateOptions  -> GenerateSpec
     TransformOptions -> TransformSpec
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
 
 from tilesmith.errors import InvalidArgument
 from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, tiling_pb2
@@ -186,6 +188,56 @@ class UpscaleOptions:
                 )
             )
         return settings
+
+    @classmethod
+    def from_settings(cls, settings: gateway_pb2.UpscaleSettings) -> UpscaleOptions:
+        """The options a stored UpscaleSettings stands for (a preset's, a job's): `to_settings` reversed,
+        so ``replace(UpscaleOptions.from_settings(preset.settings), strength=0.5)`` tweaks a preset.
+
+        Fields these options do not carry are dropped: ControlNet guidance start and end, and the
+        caption system prompt, context switch and token limit.
+        """
+        target: float | tuple[int, int] | str | None = None
+        match settings.target.WhichOneof("target"):
+            case "scale":
+                target = settings.target.scale
+            case "size":
+                target = (settings.target.size.width, settings.target.size.height)
+            case "preset":
+                target = gateway_pb2.ResolutionPreset.Name(settings.target.preset).removeprefix(
+                    "RESOLUTION_PRESET_"
+                )
+        tile_size = settings.tile_size
+        return cls(
+            target=target,
+            fit=_enum_name(gateway_pb2.TargetFit, "TARGET_FIT_", settings.target.fit),
+            supersampling=_set_or_none(settings, "supersampling"),
+            tile_size=(tile_size.width, tile_size.height) if settings.HasField("tile_size") else None,
+            overlap=_set_or_none(settings, "overlap"),
+            feather=_enum_name(tiling_pb2.FeatherMode, "FEATHER_MODE_", settings.feather),
+            prompt=settings.prompt,
+            negative_prompt=settings.negative_prompt,
+            strength=_set_or_none(settings, "strength"),
+            steps=_set_or_none(settings, "steps"),
+            cfg=_set_or_none(settings, "cfg_scale"),
+            seed=_set_or_none(settings, "seed"),
+            scheduler=_enum_name(diffusion_pb2.Scheduler, "SCHEDULER_", settings.scheduler),
+            controlnet=_set_or_none(settings.controlnet, "enabled"),
+            controlnet_scale=_set_or_none(settings.controlnet, "scale"),
+            ip_adapter_image=settings.ip_adapter.image_id or None,
+            ip_adapter_scale=_set_or_none(settings.ip_adapter, "scale"),
+            loras=tuple((lora.name, lora.weight) for lora in settings.loras),
+            seam_fix=settings.seam_fix.enabled,
+            seam_fix_strength=_set_or_none(settings.seam_fix, "strength"),
+            seam_fix_band=_set_or_none(settings.seam_fix, "band_width"),
+            color_fix=_enum_name(gateway_pb2.ColorFixMode, "COLOR_FIX_MODE_", settings.color_fix),
+            auto_caption=settings.caption.auto_caption,
+            caption_instruction=settings.caption.instruction,
+            preupscaler=settings.pre_upscaler,
+            generation_size=_set_or_none(settings, "generation_size"),
+            batch_size=_set_or_none(settings, "batch_size"),
+            keep_intermediates=settings.keep_intermediates,
+        )
 
     def to_spec(self, image_id: str) -> gateway_pb2.UpscaleSpec:
         """The UpscaleSpec of an upscale of the uploaded image `image_id`."""
@@ -354,6 +406,16 @@ def _enum(wrapper: EnumTypeWrapper, prefix: str, name: str | None, field_name: s
             if not key.endswith("UNSPECIFIED")
         ]
         raise InvalidArgument(field_name, f"must be one of {', '.join(allowed)}; got {name!r}") from None
+
+
+def _set_or_none(message: Message, name: str) -> Any:
+    """The value of an optional (or message) field; None when unset."""
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _enum_name(wrapper: EnumTypeWrapper, prefix: str, value: int) -> str | None:
+    """`_enum` reversed: the lower-case name without `prefix`; None for 0 (UNSPECIFIED)."""
+    return wrapper.Name(value).removeprefix(prefix).lower() if value else None
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:

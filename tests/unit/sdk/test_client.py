@@ -1,15 +1,19 @@
 """The SDK client against a fake in-process Gateway servicer (grpc.aio on 127.0.0.1:0).
 
-The fake keeps jobs, events, uploads and results in dicts, records every request and its metadata,
-and can fail the next calls of a method with UNAVAILABLE or drop a WatchJob stream mid-way.
+The fake keeps jobs, events, uploads, results, presets and LoRAs in dicts, records every request and
+its metadata, and can fail the next calls of a method with UNAVAILABLE, refuse the next submit with
+INVALID_ARGUMENT, finish each submitted job (`on_submit`) or drop a WatchJob stream mid-way.
+`serving(fake)` starts it; tests/unit/sdk/test_cli.py drives the CLI against it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import io
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -18,7 +22,7 @@ import pytest
 from PIL import Image
 
 from tilesmith import AsyncClient, Client, Region, UpscaleOptions, errors, images
-from tilesmith.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, gateway_pb2_grpc
 
 TOKEN = "s3cret"
 
@@ -37,6 +41,12 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         self.jobs: dict[str, gateway_pb2.Job] = {}
         self.events: dict[str, list[gateway_pb2.JobEvent]] = defaultdict(list)
         self.results: dict[str, bytes] = {}
+        self.result_requests: list[gateway_pb2.GetResultRequest] = []
+        self.refuse_submit: tuple[str, str] | None = None  # (field, message) for the next SubmitJob
+        self.on_submit: Callable[[str], None] | None = None  # called with each new job's id
+        self.presets: dict[str, gateway_pb2.Preset] = {}
+        self.loras: dict[str, diffusion_pb2.LoraInfo] = {}
+        self.lora_uploads: list[tuple[diffusion_pb2.UploadLoraParams, bytes, int]] = []
 
     async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.calls[method] += 1
@@ -51,21 +61,56 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         self.jobs[job_id] = gateway_pb2.Job(id=job_id, state=state, kind=gateway_pb2.JOB_KIND_UPSCALE)
         log = [gateway_pb2.JobEvent(seq=1, accepted=gateway_pb2.JobAccepted(seed=7))]
         log += [
-            gateway_pb2.JobEvent(seq=seq, tile_done=gateway_pb2.JobTileDone(tile_index=seq - 2))
+            gateway_pb2.JobEvent(
+                seq=seq,
+                tile_done=gateway_pb2.JobTileDone(tile_index=seq - 2),
+                progress=gateway_pb2.JobProgress(
+                    stage=gateway_pb2.JOB_STAGE_REDRAW,
+                    tiles_done=seq - 1,
+                    tiles_total=n_events - 1,
+                    eta_seconds=float(n_events - seq),
+                    fraction=(seq - 1) / (n_events - 1),
+                ),
+            )
             for seq in range(2, n_events + 1)
         ]
         log += [gateway_pb2.JobEvent(seq=n_events + 1 + i, **_oneof(t)) for i, t in enumerate(terminal)]
         self.events[job_id] = log
+
+    def finish(
+        self, job_id: str, *, png: bytes | None = None, error: gateway_pb2.JobError | None = None
+    ) -> None:
+        """End a job: SUCCEEDED with `png` as its result, or FAILED with `error`."""
+        job, log = self.jobs[job_id], self.events[job_id]
+        if error is None:
+            job.state = gateway_pb2.JOB_STATE_SUCCEEDED
+            job.result.CopyFrom(gateway_pb2.JobResult(size=_png_size(png), image_id=f"result-{job_id}"))
+            self.results[job_id] = png
+            log.append(gateway_pb2.JobEvent(seq=len(log) + 1, succeeded=gateway_pb2.JobSucceeded()))
+        else:
+            job.state = gateway_pb2.JOB_STATE_FAILED
+            job.error.CopyFrom(error)
+            log.append(gateway_pb2.JobEvent(seq=len(log) + 1, failed=gateway_pb2.JobFailed(error=error)))
 
     # --- RPCs
 
     async def SubmitJob(self, request, context):
         await self._enter("SubmitJob", context)
         self.submits.append(request)
+        if self.refuse_submit:
+            (field, message), self.refuse_submit = self.refuse_submit, None
+            await _abort_invalid(context, field, message)
         job_id = f"job-{len(self.submits)}"
         self.add_job(job_id, gateway_pb2.JOB_STATE_QUEUED)
         self.jobs[job_id].spec.CopyFrom(request.spec)
-        return self.jobs[job_id]
+        self.jobs[job_id].kind = gateway_pb2.JobKind.Value(
+            f"JOB_KIND_{request.spec.WhichOneof('spec').upper()}"
+        )
+        answer = gateway_pb2.Job()
+        answer.CopyFrom(self.jobs[job_id])
+        if self.on_submit:
+            self.on_submit(job_id)
+        return answer
 
     async def GetJob(self, request, context):
         await self._enter("GetJob", context)
@@ -83,9 +128,20 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         )
         return job
 
+    async def DeleteJob(self, request, context):
+        await self._enter("DeleteJob", context)
+        if self.jobs.pop(request.job_id, None) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
+        return gateway_pb2.DeleteJobResponse()
+
     async def ListJobs(self, request, context):
         await self._enter("ListJobs", context)
-        jobs = [j for j in self.jobs.values() if not request.states or j.state in request.states]
+        jobs = [
+            j
+            for j in self.jobs.values()
+            if (not request.states or j.state in request.states)
+            and (not request.kinds or j.kind in request.kinds)
+        ]
         start = int(request.page_token or 0)
         end = start + (request.page_size or 50)
         return gateway_pb2.ListJobsResponse(
@@ -103,6 +159,7 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
 
     async def GetResult(self, request, context):
         await self._enter("GetResult", context)
+        self.result_requests.append(request)
         data = self.results[request.job_id]
         msg = common_pb2.Image(encoding=common_pb2.IMAGE_ENCODING_PNG, data=data)
         for chunk in images.iter_chunks(msg, chunk_bytes=97):
@@ -121,6 +178,102 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         self.uploads[image_id] = data
         return gateway_pb2.UploadImageResponse(image_id=image_id, size_bytes=len(data))
 
+    async def SavePreset(self, request, context):
+        await self._enter("SavePreset", context)
+        self.presets[request.preset.name] = request.preset
+        return request.preset
+
+    async def GetPreset(self, request, context):
+        await self._enter("GetPreset", context)
+        if request.name not in self.presets:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no preset {request.name!r}")
+        return self.presets[request.name]
+
+    async def ListPresets(self, request, context):
+        await self._enter("ListPresets", context)
+        return gateway_pb2.ListPresetsResponse(presets=[self.presets[n] for n in sorted(self.presets)])
+
+    async def DeletePreset(self, request, context):
+        await self._enter("DeletePreset", context)
+        if self.presets.pop(request.name, None) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no preset {request.name!r}")
+        return gateway_pb2.DeletePresetResponse()
+
+    async def ListModels(self, request, context):
+        await self._enter("ListModels", context)
+        return diffusion_pb2.ListModelsResponse(
+            profile="tiny",
+            device="cpu",
+            dtype="float32",
+            max_batch_size=4,
+            models=[
+                diffusion_pb2.ModelInfo(
+                    name="tiny-sdxl",
+                    kind=diffusion_pb2.MODEL_KIND_CHECKPOINT,
+                    base_architecture=common_pb2.BASE_ARCHITECTURE_SDXL,
+                    loaded=True,
+                    is_default=True,
+                )
+            ],
+        )
+
+    async def ListLoras(self, request, context):
+        await self._enter("ListLoras", context)
+        return diffusion_pb2.ListLorasResponse(loras=[self.loras[n] for n in sorted(self.loras)])
+
+    async def UploadLora(self, request_iterator, context):
+        await self._enter("UploadLora", context)
+        params = (await anext(aiter(request_iterator))).params
+        parts = [request.data async for request in request_iterator]
+        data = b"".join(parts)
+        self.lora_uploads.append((params, data, len(parts)))
+        if params.name in self.loras and not params.overwrite:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"LoRA {params.name!r} exists")
+        if len(data) != params.total_bytes or hashlib.sha256(data).hexdigest() != params.sha256:
+            await _abort_invalid(context, "params.sha256", "does not match the bytes received")
+        self.loras[params.name] = diffusion_pb2.LoraInfo(
+            name=params.name,
+            base_architecture=common_pb2.BASE_ARCHITECTURE_SDXL,
+            compatible=True,
+            size_bytes=len(data),
+            sha256=params.sha256,
+            metadata=params.metadata,
+        )
+        return self.loras[params.name]
+
+    async def DeleteLora(self, request, context):
+        await self._enter("DeleteLora", context)
+        if self.loras.pop(request.name, None) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no LoRA {request.name!r}")
+        return diffusion_pb2.DeleteLoraResponse()
+
+    async def ListProviders(self, request, context):
+        await self._enter("ListProviders", context)
+        return bridge_pb2.ListProvidersResponse(
+            providers=[
+                bridge_pb2.ProviderInfo(
+                    name="internal",
+                    kind=bridge_pb2.PROVIDER_KIND_INTERNAL,
+                    capabilities=[bridge_pb2.PROVIDER_CAPABILITY_IMAGE_TO_IMAGE],
+                    available=True,
+                )
+            ]
+        )
+
+
+async def _abort_invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
+    """Abort as Tilesmith servers do: the field in trailing metadata, "field: message" as details."""
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{field}: {message}",
+        trailing_metadata=(("tilesmith-field", field), ("x-request-id", "req-2")),
+    )
+
+
+def _png_size(png: bytes) -> common_pb2.Size:
+    width, height = Image.open(io.BytesIO(png)).size
+    return common_pb2.Size(width=width, height=height)
+
 
 def _oneof(event: gateway_pb2.JobEvent) -> dict:
     kind = event.WhichOneof("kind")
@@ -135,15 +288,24 @@ def _failed(code: grpc.StatusCode, message: str) -> gateway_pb2.JobEvent:
     )
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[tuple[FakeGateway, str]]:
-    fake = FakeGateway()
+@contextlib.asynccontextmanager
+async def serving(fake: FakeGateway) -> AsyncIterator[str]:
+    """Serve `fake` on 127.0.0.1:0 for the duration; yields its address."""
     server = grpc.aio.server()
     gateway_pb2_grpc.add_GatewayServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    yield fake, f"127.0.0.1:{port}"
-    await server.stop(None)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[tuple[FakeGateway, str]]:
+    fake = FakeGateway()
+    async with serving(fake) as address:
+        yield fake, address
 
 
 @pytest.fixture
@@ -245,6 +407,71 @@ async def test_bad_option_names_are_refused_with_the_field(client) -> None:
     assert "wavelet" in info.value.message
 
 
+def test_options_from_settings_reverse_to_settings() -> None:
+    options = UpscaleOptions(
+        target=(640, 480),
+        fit="cover",
+        supersampling=2.0,
+        tile_size=(512, 768),
+        overlap=64,
+        feather="linear",
+        prompt="castle",
+        strength=0.5,
+        seed=3,
+        scheduler="euler",
+        controlnet=False,
+        ip_adapter_image="img-2",
+        loras=(("a", 0.5), ("b", 1.0)),
+        seam_fix=True,
+        seam_fix_band=32,
+        color_fix="wavelet",
+        auto_caption=True,
+        preupscaler="lanczos",
+        keep_intermediates=True,
+    )
+    assert UpscaleOptions.from_settings(options.to_settings()) == options
+    assert UpscaleOptions.from_settings(UpscaleOptions(target="4K").to_settings()).target == "4K"
+    assert UpscaleOptions.from_settings(UpscaleOptions(target=3.0).to_settings()).target == 3.0
+    assert UpscaleOptions.from_settings(gateway_pb2.UpscaleSettings()) == UpscaleOptions()
+
+
+# --- LoRAs and providers ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_upload_lora_sends_size_and_digest_then_the_file_in_chunks(client, fake, tmp_path) -> None:
+    data = bytes(range(256)) * 10
+    path = tmp_path / "ink.safetensors"
+    path.write_bytes(data)
+    metadata = diffusion_pb2.LoraMetadata(type=diffusion_pb2.LORA_TYPE_STYLE, trigger_words=["ink"])
+    info = await client.upload_lora(path, "ink", metadata=metadata, chunk_bytes=1000)
+    params, received, n_chunks = fake.lora_uploads[-1]
+    assert received == data
+    assert n_chunks == 3
+    assert params.total_bytes == len(data)
+    assert params.sha256 == hashlib.sha256(data).hexdigest()
+    assert params.metadata == metadata
+    assert not params.overwrite
+    assert info.name == "ink"
+    assert info.metadata.trigger_words == ["ink"]
+
+    with pytest.raises(errors.AlreadyExists):
+        await client.upload_lora(data, "ink")
+    assert (await client.upload_lora(str(path), "ink", overwrite=True)).sha256 == params.sha256
+    assert fake.lora_uploads[-1][0].overwrite
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_delete_lora_and_list_providers(client, fake) -> None:
+    await client.upload_lora(b"weights", "gone")
+    await client.delete_lora("gone")
+    assert "gone" not in fake.loras
+    with pytest.raises(errors.NotFound):
+        await client.delete_lora("gone")
+    providers = await client.list_providers()
+    assert [p.name for p in providers.providers] == ["internal"]
+
+
 # --- Events, wait, result, cancel -------------------------------------------------------------------
 
 
@@ -278,6 +505,18 @@ async def test_wait_returns_the_succeeded_job(client, fake) -> None:
     )
     job = await client.job("j").wait()
     assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_wait_passes_each_event_from_after_seq_to_on_event(client, fake) -> None:
+    fake.add_job(
+        "j", gateway_pb2.JOB_STATE_SUCCEEDED, gateway_pb2.JobEvent(succeeded=gateway_pb2.JobSucceeded())
+    )
+    seen: list[int] = []
+    job = await client.job("j").wait(on_event=lambda event: seen.append(event.seq), after_seq=2)
+    assert job.state == gateway_pb2.JOB_STATE_SUCCEEDED
+    assert seen == [3, 4]
+    assert fake.watch_after_seqs == [2]
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -389,6 +628,16 @@ async def test_sync_client_runs_the_same_flow(gateway, rng) -> None:
             fake.results[job.id] = fake.uploads[fake.submits[-1].spec.upscale.image_id]
             seqs = [event.seq for event in job.events()]
             return seqs, job.wait(), job.result(), [j.id for j in client.list_jobs()]
+
+    def lora_flow() -> tuple[str, list[str]]:
+        with Client(address, token=TOKEN) as client:
+            info = client.upload_lora(b"weights", "sync-lora")
+            providers = [p.name for p in client.list_providers().providers]
+            client.delete_lora("sync-lora")
+            return info.name, providers
+
+    assert await asyncio.to_thread(lora_flow) == ("sync-lora", ["internal"])
+    assert not fake.loras
 
     seqs, final, image, listed = await asyncio.to_thread(flow)
     assert seqs == [1, 2, 3, 4]
