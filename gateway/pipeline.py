@@ -40,7 +40,7 @@ from gateway.specs import (
     tile_prompt,
 )
 from gateway.store import FINAL_RESULT, ImageMeta, JobStore
-from services.tiling.grid import Grid, plan_grid
+from services.common.grid import Grid, plan_grid
 from tilesmith.images import decode_bytes, encode_bytes, join_alpha, split_alpha, to_proto
 from tilesmith.v1 import common_pb2, diffusion_pb2, tiling_pb2
 from tilesmith.v1 import gateway_pb2 as pb

@@ -73,7 +73,7 @@ def _timestamp(seconds: float | None, message: Any) -> None:
         message.FromNanoseconds(int(seconds * 1e9))
 
 
-def _grid_to_proto(plan) -> common_pb2.GridPlan:  # plan: services.tiling.grid.Grid
+def _grid_to_proto(plan) -> common_pb2.GridPlan:  # plan: services.common.grid.Grid
     return common_pb2.GridPlan(
         image_size=common_pb2.Size(width=plan.image_width, height=plan.image_height),
         tile_size=common_pb2.Size(width=plan.tile_width, height=plan.tile_height),

@@ -59,7 +59,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
-from services.tiling.grid import Grid, plan_grid
+from services.common.grid import Grid, plan_grid
 from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, tiling_pb2
 
 __all__ = [

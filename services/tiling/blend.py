@@ -72,8 +72,8 @@ from typing import Literal
 
 import numpy as np
 
+from services.common.grid import Grid, seams
 from services.tiling.errors import InvalidArgument, check_image, check_image_size, describe_array
-from services.tiling.grid import Grid, seams
 
 __all__ = [
     "Blender",

@@ -13,8 +13,8 @@ from collections.abc import Collection
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from services.common.grid import Grid, TileRect
 from services.tiling.errors import InvalidArgument, check_image_size, check_indices
-from services.tiling.grid import Grid, TileRect
 from services.tiling.resize import resize
 
 __all__ = ["MIN_RENDER_SIZE", "PROCESSED_COLOR", "SELECTED_COLOR", "render_grid", "render_tile_thumbnails"]

@@ -15,10 +15,11 @@ from typing import Any
 import grpc
 import numpy as np
 
+from services.common import grid
 from services.common.errors import ImageTooLarge, InvalidArgument
 from services.common.streams import PartStream
 from services.common.workers import WorkerPool
-from services.tiling import blend, colorfix, grid, render, resize
+from services.tiling import blend, colorfix, render, resize
 from services.tiling.metrics import TilingMetrics
 from services.tiling.settings import TilingSettings
 from tilesmith import images

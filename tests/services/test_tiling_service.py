@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.tiling import grid
+from services.common import grid
 from tilesmith import images
 from tilesmith.v1 import common_pb2, tiling_pb2, tiling_pb2_grpc
 

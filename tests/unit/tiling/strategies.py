@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from services.tiling.grid import MIN_TILE_SIZE, Grid, plan_grid
+from services.common.grid import MIN_TILE_SIZE, Grid, plan_grid
 
 
 @st.composite

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
+from services.common.grid import Grid, plan_grid, seams
 from services.tiling.blend import Blender, blend_seam_band, blend_tiles, feather_weights, split_tiles
-from services.tiling.grid import Grid, plan_grid, seams
 from tests.unit.tiling.strategies import grids_with_images, plan_args, random_image
 
 FAST = settings(max_examples=60, deadline=None)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgument
-from services.tiling.grid import Grid, plan_grid, seams
+from services.common.grid import Grid, plan_grid, seams
 from tests.unit.tiling.strategies import grids, plan_args
 
 FAST = settings(max_examples=80, deadline=None)

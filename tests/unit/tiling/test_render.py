@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.tiling.grid import plan_grid
+from services.common.grid import plan_grid
 from services.tiling.render import PROCESSED_COLOR, SELECTED_COLOR, render_grid, render_tile_thumbnails
 
 GREY = 128

@@ -1,4 +1,5 @@
-"""Tile grids: the first-pass grid that covers an image, and the offset grid of the seam-fix pass.
+"""Tile grids (shared by the tiling service and the gateway, which plans the same grids without a call):
+the first-pass grid that covers an image, and the offset grid of the seam-fix pass.
 
 First grid, along one axis of `size` pixels with tiles of `tile` pixels and `overlap` pixels of overlap:
 
@@ -37,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from services.tiling.errors import InvalidArgument
+from services.common.errors import InvalidArgument
 
 __all__ = ["MIN_TILE_SIZE", "Grid", "TileRect", "plan_grid", "seams"]
 
