@@ -176,6 +176,10 @@ class EmbeddedStack:
         await self.server.set_serving()
 
     async def stop(self) -> None:
+        # Park the running jobs first: stopping the server would otherwise cancel their backend calls
+        # (which share this server) and fail them. Parked jobs resume at the next start.
+        if self.gateway is not None:
+            await self.gateway.runner.stop()
         if self.server is not None:
             await self.server.stop(self.server.settings.grace_seconds)
             self.server = None
