@@ -11,6 +11,7 @@ TORCH := torch==2.13.0
 .PHONY: setup test lint format proto bench-tiling bench-diffusion bench-pipeline bench tiling diffusion captioning bridge models tiny-models demo up clean
 
 setup: $(VENV)/.installed
+	@bash deploy/install-prometheus.sh
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,7 +41,7 @@ bench-diffusion: setup
 	$(PY) bench/bench_diffusion.py
 
 # A job through the embedded stack vs the same pipeline calls in-process, and 1 vs 2 diffusion replicas
-# (about 10 minutes here; `$(PY) bench/bench_pipeline.py --quick` is a 1-minute smoke run).
+# (about 15 minutes on 2 cores; `$(PY) bench/bench_pipeline.py --quick` is a 1-minute smoke run).
 bench-pipeline: setup
 	$(PY) bench/bench_pipeline.py
 
@@ -81,6 +82,18 @@ demo: setup
 # e.g. `make up PROFILE=tiny` (offline); Ctrl-C stops it.
 up: setup
 	TILESMITH_DIFFUSION_PROFILE=$(PROFILE) $(PY) -m gateway.stack
+
+# Kubernetes (deploy/README.md): render an overlay (dev, gpu, gpu-hpa), apply it, watch it.
+OVERLAY ?= dev
+.PHONY: render deploy-apply deploy-status
+render: setup
+	$(PY) -m deploy render --overlay $(OVERLAY)
+
+deploy-apply: setup
+	$(PY) -m deploy apply --overlay $(OVERLAY) --wait
+
+deploy-status: setup
+	$(PY) -m deploy status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis bench/results .cache

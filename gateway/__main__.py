@@ -16,8 +16,13 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_json, service="gateway")
     if settings.tune_malloc:
         tune_malloc()
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: GatewaySettings) -> None:
+    # Built inside the running loop: grpc.aio channels (the backend pools) belong to the loop that made them.
     server, gateway = build_server(settings)
-    asyncio.run(run_until_signal(server, gateway.start, gateway.stop))
+    await run_until_signal(server, gateway.start, gateway.stop)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
@@ -53,32 +54,38 @@ class Gateway:
         return await self.servicer.spec_context()
 
     async def wait_for_backends(self, within: float = 600.0) -> None:
-        """Return once every configured backend answers SERVING (any replica), else Unavailable."""
-        request = health_pb2.HealthCheckRequest(service="")
+        """Return once every replica of every configured backend answers SERVING, else Unavailable.
 
-        async def serving(pool) -> None:
-            loop = asyncio.get_running_loop()
-            end = loop.time() + within
+        Every channel is checked on its own (a fixed address list names replicas that must all be up;
+        behind a `dns:` target gRPC balances, and Kubernetes lists only ready pods), so no tile is sent
+        to a replica still loading its models. Quiet: not being up yet is expected while this runs.
+        """
+        request = health_pb2.HealthCheckRequest(service="")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+
+        async def serving(pool, channel) -> None:
+            stub = health_pb2_grpc.HealthStub(channel)
+            metadata = pool._call_metadata()
             while True:
                 try:
-                    answer = await pool.call(
-                        lambda ch, md, t: health_pb2_grpc.HealthStub(ch).Check(
-                            request, metadata=md, timeout=min(t, 5.0)
-                        ),
-                        deadline=max(1.0, end - loop.time()),
-                    )
+                    answer = await stub.Check(request, metadata=metadata, timeout=5.0)
                     if answer.status == health_pb2.HealthCheckResponse.SERVING:
                         return
-                except Exception as exc:  # not up yet: UNAVAILABLE, a deadline, NOT_SERVING
-                    if loop.time() >= end:
-                        raise Unavailable(
-                            f"the {pool.name} backend did not become SERVING in {within:.0f} s"
-                        ) from exc
+                    reason = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+                except grpc.aio.AioRpcError as exc:  # not listening yet
+                    reason = exc.code().name
                 if loop.time() >= end:
-                    raise Unavailable(f"the {pool.name} backend did not become SERVING in {within:.0f} s")
+                    raise Unavailable(
+                        f"the {pool.name} backend ({pool.address_of(channel)}) did not become SERVING "
+                        f"in {within:.0f} s: {reason}"
+                    )
+                log.debug("waiting for a backend", extra={"backend": pool.name, "reason": reason})
                 await asyncio.sleep(0.5)
 
-        await asyncio.gather(*(serving(pool) for pool in self.backends.pools))
+        await asyncio.gather(
+            *(serving(pool, channel) for pool in self.backends.pools for channel in pool.channels)
+        )
 
     async def start(self, *, backend_timeout: float = 600.0, wait_for_backends: bool = True) -> None:
         """Wait until every backend is SERVING (skipped when they share this process and are loaded),

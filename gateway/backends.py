@@ -175,6 +175,11 @@ class BackendPool:
         return {replica.address: replica.in_flight for replica in self._replicas}
 
     @property
+    def channels(self) -> list[grpc.aio.Channel]:
+        """One channel per replica (a `dns:` target is one channel over every address behind it)."""
+        return [replica.channel for replica in self._replicas]
+
+    @property
     def capacity(self) -> int:
         """Calls the replicas take at once in all (the sum of their in-flight limits)."""
         return sum(replica.limit for replica in self._replicas)

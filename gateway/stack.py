@@ -70,6 +70,7 @@ class StackConfig:
     torch_threads: int = 0
     metrics_port: int | None = None  # default: port + 1000
     batch_size: int = 1
+    diffusion_replicas: int = 1  # split stack only: diffusion processes the gateway balances over
     grace_seconds: float = 10.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -221,13 +222,15 @@ class SplitStack:
 
     def _plan(self) -> None:
         c = self.config
-        names = ["tiling", "diffusion", *(["captioning"] if c.captioning else []), "gateway"]
+        replicas = [f"diffusion-{i}" if i else "diffusion" for i in range(c.diffusion_replicas)]
+        names = ["tiling", *replicas, *(["captioning"] if c.captioning else []), "gateway"]
         for name in names:
             self.ports[name] = c.port if name == "gateway" and c.port else free_port()
             self.metrics_ports[name] = c.metrics_port if name == "gateway" and c.metrics_port else free_port()
         base = {"PYTHONUNBUFFERED": "1", **c.extra_env}
         for name in names:
-            prefix = f"TILESMITH_{name.upper()}_"
+            part = name.partition("-")[0]  # diffusion-1 is a diffusion replica
+            prefix = f"TILESMITH_{part.upper()}_"
             env = {
                 **base,
                 f"{prefix}HOST": c.host if name == "gateway" else "127.0.0.1",
@@ -235,19 +238,19 @@ class SplitStack:
                 f"{prefix}METRICS_PORT": str(self.metrics_ports[name]),
                 f"{prefix}METRICS_HOST": "127.0.0.1",
             }
-            if name in ("diffusion", "captioning"):
+            if part in ("diffusion", "captioning"):
                 env[f"{prefix}PROFILE"] = c.profile
                 env[f"{prefix}MODELS_DIR"] = str(c.models)
                 if c.torch_threads:
                     env[f"{prefix}TORCH_THREADS"] = str(c.torch_threads)
-            if name == "gateway":
+            if part == "gateway":
                 env[f"{prefix}TILING_ADDR"] = f"127.0.0.1:{self.ports['tiling']}"
-                env[f"{prefix}DIFFUSION_ADDR"] = f"127.0.0.1:{self.ports['diffusion']}"
+                env[f"{prefix}DIFFUSION_ADDR"] = ",".join(f"127.0.0.1:{self.ports[r]}" for r in replicas)
                 env[f"{prefix}STATE_DIR"] = str(Path(c.state_dir).resolve())
                 env[f"{prefix}BATCH_SIZE"] = str(c.batch_size)
                 if c.captioning:
                     env[f"{prefix}CAPTIONING_ADDR"] = f"127.0.0.1:{self.ports['captioning']}"
-            module = "gateway" if name == "gateway" else f"services.{name}"
+            module = "gateway" if part == "gateway" else f"services.{part}"
             self.children[name] = _Child(name, module, env)
 
     async def _spawn(self, child: _Child) -> None:
