@@ -10,7 +10,7 @@ another replica.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,10 @@ import numpy as np
 from gateway.backends import BackendPool
 from gateway.settings import GatewaySettings
 from services.common.errors import FailedPrecondition, Unavailable
-from tilesmith.images import ChunkAssembler, iter_array_chunks, to_proto
+from tilesmith.images import ChunkAssembler, iter_array_chunks, iter_chunks, to_proto
 from tilesmith.v1 import (
+    bridge_pb2,
+    bridge_pb2_grpc,
     captioning_pb2_grpc,
     common_pb2,
     diffusion_pb2,
@@ -29,9 +31,10 @@ from tilesmith.v1 import (
     tiling_pb2_grpc,
 )
 
-__all__ = ["Backends", "DiffusionClient", "GridSpec", "TileBatchResult", "TilingClient"]
+__all__ = ["Backends", "BridgeClient", "DiffusionClient", "GridSpec", "TileBatchResult", "TilingClient"]
 
 StepCallback = Callable[[int, int], None]
+AttemptCallback = Callable[[bridge_pb2.ProviderAttempt], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,76 @@ class DiffusionClient:
         )
 
 
+class BridgeClient:
+    """Hosted generation and image-to-image through the bridge, streaming provider attempts as they come.
+
+    Hosted calls are never retried by the pool (a provider may have run and billed the first one); the
+    bridge itself retries each provider on 429 / 5xx and falls back along the chain.
+    """
+
+    def __init__(self, pool: BackendPool, settings: GatewaySettings) -> None:
+        self.pool = pool
+        self._max_bytes = settings.max_pixels * 4 + 1024
+        self._max_pixels = settings.max_pixels
+        self._deadline = settings.tile_deadline_seconds
+
+    async def _hosted(
+        self, method: str, requests: Callable[[], Iterator[Any]], on_attempt: AttemptCallback
+    ) -> tuple[np.ndarray, bridge_pb2.HostedImageResult]:
+        async def collect(
+            channel: Any, metadata: Any, seconds: float
+        ) -> tuple[np.ndarray, bridge_pb2.HostedImageResult]:
+            collector = _Collector(self._max_bytes, self._max_pixels, f"bridge.{method}")
+            result: bridge_pb2.HostedImageResult | None = None
+            call = getattr(bridge_pb2_grpc.BridgeStub(channel), method)(
+                requests(), metadata=metadata, timeout=seconds
+            )
+            async for message in call:
+                which = message.WhichOneof("part")
+                if which == "attempt":
+                    await on_attempt(message.attempt)
+                elif which == "image":
+                    collector.add(message.image)
+                elif which == "result":
+                    result = message.result
+            if result is None or not collector.seen:
+                raise Unavailable(f"the bridge ended {method} without an image and its result")
+            return collector.array(), result
+
+        return await self.pool.call(collect, idempotent=False, deadline=self._deadline)
+
+    async def img2img(
+        self, params: bridge_pb2.HostedImg2ImgParams, image: common_pb2.Image, on_attempt: AttemptCallback
+    ) -> tuple[np.ndarray, bridge_pb2.HostedImageResult]:
+        """Bridge.Img2Img: the image and its result; `on_attempt` gets each failed or skipped provider."""
+
+        def requests() -> Iterator[bridge_pb2.BridgeImg2ImgRequest]:
+            yield bridge_pb2.BridgeImg2ImgRequest(params=params)
+            for chunk in iter_chunks(image):
+                yield bridge_pb2.BridgeImg2ImgRequest(image=chunk)
+
+        return await self._hosted("Img2Img", requests, on_attempt)
+
+    async def generate(
+        self, params: bridge_pb2.GenerateParams, reference: common_pb2.Image, on_attempt: AttemptCallback
+    ) -> tuple[np.ndarray, bridge_pb2.HostedImageResult]:
+        """Bridge.Generate with a reference image (DEPTH / EDIT), as `img2img`."""
+
+        def requests() -> Iterator[bridge_pb2.GenerateRequest]:
+            yield bridge_pb2.GenerateRequest(params=params)
+            for chunk in iter_chunks(reference):
+                yield bridge_pb2.GenerateRequest(reference=chunk)
+
+        return await self._hosted("Generate", requests, on_attempt)
+
+    async def list_providers(self) -> bridge_pb2.ListProvidersResponse:
+        return await self.pool.call(
+            lambda ch, md, t: bridge_pb2_grpc.BridgeStub(ch).ListProviders(
+                bridge_pb2.ListProvidersRequest(), metadata=md, timeout=t
+            )
+        )
+
+
 def _tile_pixels(image: common_pb2.Image, max_pixels: int) -> np.ndarray:
     from tilesmith.images import to_array
 
@@ -366,6 +439,7 @@ class Backends:
         self.diffusion = DiffusionClient(
             self.diffusion_pool, settings, replica_name="embedded" if embedded else None
         )
+        self.bridge = BridgeClient(self.bridge_pool, settings) if self.bridge_pool is not None else None
 
     @property
     def pools(self) -> list[BackendPool]:

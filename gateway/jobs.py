@@ -22,6 +22,7 @@ import grpc
 
 from gateway.clients import Backends
 from gateway.events import JobEmitter, TransientHub
+from gateway.hosted import run_reference, run_transform
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import PipelineContext, run_generate, run_upscale
 from gateway.settings import GatewaySettings
@@ -221,8 +222,10 @@ class JobRunner:
                 result = await run_upscale(ctx, spec.upscale)
             elif which == "generate":
                 result = await run_generate(ctx, spec.generate)
+            elif which == "transform":
+                result = await run_transform(ctx, spec.transform)
             else:
-                raise FailedPrecondition(f"{which} jobs are not supported by this gateway")
+                result = await run_reference(ctx, spec.reference)
         except asyncio.CancelledError:
             if self._stopping and job_id not in self._cancel_requested:
                 log.info("job left RUNNING to resume at the next start", extra={"job_id": job_id})
@@ -235,23 +238,19 @@ class JobRunner:
                 cancelled=pb.JobCancelled(reason="cancelled by a client"),
             )
         except TilesmithError as exc:
+            error = self._job_error(exc, emitter)  # before finish(), which clears the stage
             emitter.finish()
             log.info("job failed: %s", exc, extra={"job_id": job_id})
-            await self._end(
-                job_id,
-                record.kind,
-                pb.JOB_STATE_FAILED,
-                failed=pb.JobFailed(error=self._job_error(exc, emitter)),
-            )
+            await self._end(job_id, record.kind, pb.JOB_STATE_FAILED, failed=pb.JobFailed(error=error))
         except Exception:
-            emitter.finish()
-            log.exception("job failed unexpectedly", extra={"job_id": job_id})
             error = pb.JobError(
                 code=grpc.StatusCode.INTERNAL.value[0],
                 message="internal error; see the gateway log under the request id",
                 stage=emitter.progress().stage,
                 request_id=job_request_id(job_id),
             )
+            emitter.finish()
+            log.exception("job failed unexpectedly", extra={"job_id": job_id})
             await self._end(job_id, record.kind, pb.JOB_STATE_FAILED, failed=pb.JobFailed(error=error))
         else:
             emitter.finish()

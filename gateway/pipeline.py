@@ -3,6 +3,7 @@
     DECODE      the upload, EXIF orientation applied, alpha kept        (GENERATE: Txt2Img at the base size)
     PREUPSCALE  Lanczos (tiling) or an upscaler model (diffusion), then Lanczos to the exact working size
     PLAN        first-pass grid, offset grid, regions (gateway.specs)
+    CAPTION     tiles to re-draw that have no prompt of their own, when auto-caption is on (gateway.captions)
     REDRAW      tiles and regions re-drawn on every diffusion replica, in batches formed from tile indices
     BLEND       tiles blended (tiling), regions pasted with their feather
     COLOR_FIX   against the pre-upscaled image (tiling)
@@ -11,7 +12,7 @@
     ENCODE      PNG, stored as the result and registered as an upload ("use result as input")
 
 Reproducibility: every tile's seed is derived from the job seed, the pass and the tile index; batches are
-cut from sorted tile indices; every finished tile is checkpointed. A job resumed after a restart restores
+cut from sorted tile indices; every finished tile (and every caption) is checkpointed. A job resumed after a restart restores
 its checkpointed batches, re-draws only the others (with the same composition) and recomputes the
 deterministic stages, so it ends with the very pixels an uninterrupted run gives.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.captions import CaptionOptions, caption_tiles
 from gateway.clients import Backends, GridSpec, chunked
 from gateway.events import JobEmitter
 from gateway.metrics import GatewayMetrics
@@ -260,6 +262,43 @@ class _Run:
                 pass_.stage, pixels, tile_index=index, restored=restored, seed=seed, **who
             )
 
+    # -- Captions ------------------------------------------------------------------------------------
+
+    async def caption(self, source: np.ndarray, indices: list[int]) -> dict[int, str]:
+        """Captions of first-pass tiles `indices`: checkpointed ones restored, the others written."""
+        ctx, s = self.ctx, self.s
+        saved = await self._store(ctx.store.checkpointed_tiles, ctx.job_id, "caption")
+        captions = {i: saved[i].decode("utf-8") for i in indices if i in saved}
+        todo = [i for i in indices if i not in captions]
+        options = CaptionOptions(
+            instruction=s.caption_instruction,
+            system_prompt=s.caption_system_prompt,
+            use_context=s.caption_use_context,
+            max_new_tokens=s.caption_max_new_tokens,
+        )
+        detail = f"{len(todo)} tiles" + (f", {len(captions)} restored" if captions else "")
+        async with ctx.emitter.stage(pb.JOB_STAGE_CAPTION, detail):
+            async for caption in caption_tiles(
+                ctx.backends,
+                source,
+                s.geometry,
+                s.grid,
+                todo,
+                options,
+                batch_size=ctx.settings.caption_batch_size,
+                overview_side=ctx.settings.caption_overview_side,
+                deadline=ctx.settings.backend_deadline_seconds,
+            ):
+                data = caption.text.encode("utf-8")
+                await self._store(ctx.store.checkpoint_tile, ctx.job_id, "caption", caption.index, data)
+                captions[caption.index] = caption.text
+                await ctx.emitter.log(
+                    tile_captioned=pb.JobTileCaptioned(
+                        index=caption.index, caption=caption.text, cached=caption.cached
+                    )
+                )
+        return captions
+
     # -- Regions -------------------------------------------------------------------------------------
 
     def _region_box(
@@ -358,6 +397,13 @@ class _Run:
         ):
             emitter.set_total(len(redraw_tiles) + region_tiles + len(seam_tiles))
 
+        # 4. Caption the tiles to re-draw that have no prompt of their own (user prompts always win).
+        captions: dict[int, str] = {}
+        if s.auto_caption:
+            uncaptioned = [i for i in redraw_tiles if not self.resolved.tile_prompts.get(i)]
+            if uncaptioned:
+                captions = await self.caption(source, uncaptioned)
+
         # 5. Re-draw tiles and regions (regions from the pre-upscaled pixels, pasted after the blend).
         batches = math.ceil(len(redraw_tiles) / s.batch_size) if redraw_tiles else 0
         async with emitter.stage(pb.JOB_STAGE_REDRAW, f"{len(redraw_tiles)} tiles in {batches} batches"):
@@ -366,7 +412,7 @@ class _Run:
                     i,
                     _tile(working, grid.tiles[i]),
                     None,
-                    tile_prompt(s.prompt, self.resolved.tile_prompts.get(i, "")),
+                    tile_prompt(s.prompt, self.resolved.tile_prompts.get(i) or captions.get(i, "")),
                 )
                 for i in redraw_tiles
             ]

@@ -8,6 +8,7 @@ reached through `Backends`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -18,7 +19,9 @@ import grpc
 import numpy as np
 from PIL import Image
 
+from gateway.captions import caption_tiles, check_caption_settings
 from gateway.clients import Backends
+from gateway.hosted import default_chains, prepare_spec, refuse_unavailable
 from gateway.jobs import JobRunner
 from gateway.settings import GatewaySettings
 from gateway.specs import (
@@ -105,6 +108,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             tuple[float, diffusion_pb2.ListModelsResponse, diffusion_pb2.ListLorasResponse] | None
         ) = None
         self._models_lock = asyncio.Lock()
+        self._providers: tuple[float, bridge_pb2.ListProvidersResponse] | None = None
 
     # -- Validation context --------------------------------------------------------------------------
 
@@ -126,6 +130,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     def forget_catalog(self) -> None:
         self._models = None
+
+    async def _bridge_providers(self) -> bridge_pb2.ListProvidersResponse | None:
+        """The bridge's ListProviders (cached like the catalog); None without a bridge."""
+        if self.backends.bridge is None:
+            return None
+        now = time.monotonic()
+        if self._providers is None or now - self._providers[0] > _MODELS_TTL:
+            self._providers = (now, await self.backends.bridge.list_providers())
+        return self._providers[1]
+
+    async def _hosted_context(self, ctx: SpecContext) -> SpecContext:
+        providers = await self._bridge_providers()
+        if providers is None:
+            return ctx
+        return dataclasses.replace(ctx, hosted_providers=frozenset(p.name for p in providers.providers))
 
     async def spec_context(self) -> SpecContext:
         """What validation needs from the backends (the diffusion catalog, cached for a few seconds)."""
@@ -192,22 +211,24 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "required: one of upscale, generate, transform, reference")
         which = request.spec.WhichOneof("spec")
-        if which in ("transform", "reference"):
-            raise FailedPrecondition(
-                f"spec.{which}: {which.upper()} jobs are not available on this gateway yet"
-            )
+        refuse_unavailable(request.spec, bridge=self.backends.bridge is not None)
         ctx = await self.spec_context()
+        if which in ("transform", "reference"):
+            ctx = await self._hosted_context(ctx)
         spec = await asyncio.to_thread(validate_job_spec, request.spec, ctx)
-        if (
-            which == "upscale"
-            and spec.upscale.settings.caption.auto_caption
-            and self.backends.captioning_pool is None
-        ):
-            raise FailedPrecondition(
-                "upscale.settings.caption.auto_caption: no captioning service is configured on this gateway"
-            )
+        if which in ("upscale", "generate"):
+            if getattr(spec, which).settings.caption.auto_caption and self.backends.captioning_pool is None:
+                raise FailedPrecondition(
+                    f"{which}.settings.caption.auto_caption: no captioning service is configured on this gateway"
+                )
+            seed = getattr(spec, which).settings.seed
+        else:
+            await asyncio.to_thread(prepare_spec, spec, self.settings, ctx)
+            if which == "transform":
+                seed = spec.transform.seed
+            else:  # the provider picks one when unset
+                seed = spec.reference.seed if spec.reference.HasField("seed") else -1
         kind = job_kind(spec)
-        seed = getattr(spec, which).settings.seed
         try:
             record = await self.runner.submit(spec, kind, seed, key)
         except AlreadyExists:  # a concurrent submit with the same key won
@@ -485,8 +506,37 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[pb.CaptionTilesResponse]:
         if self.backends.captioning_pool is None:
             raise Unavailable("no captioning service is configured on this gateway")
-        raise NotImplementedError("CaptionTiles")
-        yield  # pragma: no cover
+        _, geo, grid = await self._layout(request.image_id, request.settings)
+        options = check_caption_settings(request.settings.caption, "settings.caption")
+        count = len(grid.tiles)
+        for i, index in enumerate(request.tile_indices):
+            if index >= count:
+                raise InvalidArgument(f"tile_indices[{i}]", f"tile index below {count}, got {index}")
+            if index in request.tile_indices[:i]:
+                raise InvalidArgument(f"tile_indices[{i}]", f"tile {index} appears twice")
+        indices = sorted(request.tile_indices) if request.tile_indices else list(range(count))
+        data = await asyncio.to_thread(self.store.read_image, request.image_id)
+        source = await asyncio.to_thread(images.decode_bytes, data, self.settings.max_pixels)
+        done = 0
+        async for caption in caption_tiles(
+            self.backends,
+            source,
+            geo,
+            grid,
+            indices,
+            options,
+            batch_size=self.settings.caption_batch_size,
+            overview_side=self.settings.caption_overview_side,
+        ):
+            done += 1
+            yield pb.CaptionTilesResponse(
+                index=caption.index,
+                caption=caption.text,
+                cached=caption.cached,
+                model=caption.model,
+                done=done,
+                total=len(indices),
+            )
 
     async def AnalyzeImage(
         self, request: pb.GatewayAnalyzeImageRequest, context: grpc.aio.ServicerContext
@@ -626,14 +676,29 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             capabilities=[bridge_pb2.PROVIDER_CAPABILITY_IMAGE_TO_IMAGE],
             available=True,
         )
-        if self.backends.bridge_pool is None:
-            return bridge_pb2.ListProvidersResponse(providers=[internal])
-        answer = await self.backends.bridge_pool.call(
-            lambda ch, md, t: bridge_pb2_grpc.BridgeStub(ch).ListProviders(request, metadata=md, timeout=t)
+        response = bridge_pb2.ListProvidersResponse(providers=[internal])
+        if self.backends.bridge is not None:
+            self._providers = None  # a listing is asked for: answer fresh circuit states
+            answer = await self._bridge_providers()
+            assert answer is not None
+            response.providers.extend(answer.providers)
+            response.default_chains.extend(answer.default_chains)
+        # The gateway's own TRANSFORM / REFERENCE defaults replace the bridge's for those capabilities.
+        ctx = SpecContext(
+            image_info=self._image_info,
+            loras=None,
+            upscalers=frozenset(),
+            default_upscaler="lanczos",
+            max_batch_size=1,
+            default_batch_size=1,
+            max_pixels=self.settings.max_pixels,
+            hosted_providers=frozenset(p.name for p in response.providers if p.name != "internal"),
         )
-        response = bridge_pb2.ListProvidersResponse()
-        response.CopyFrom(answer)
-        response.providers.insert(0, internal)
+        ours = default_chains(self.settings, ctx)
+        replaced = {chain.capability for chain in ours}
+        kept = [chain for chain in response.default_chains if chain.capability not in replaced]
+        del response.default_chains[:]
+        response.default_chains.extend([*ours, *kept])
         return response
 
 

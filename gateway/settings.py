@@ -83,3 +83,27 @@ class GatewaySettings(ServerSettings):
         5.0, gt=0, description="WatchJob sends a heartbeat after this much quiet."
     )
     preview_size: int = Field(128, ge=16, le=512, description="Longer side of the tile previews in events.")
+    caption_batch_size: int = Field(
+        8, ge=1, le=64, description="Tiles per Caption call (auto-caption stage and CaptionTiles)."
+    )
+    caption_overview_side: int = Field(
+        1024,
+        ge=16,
+        le=2048,
+        description="Longer side of the whole-image overview sent with context-aware captions.",
+    )
+    transform_chain: str = Field(
+        "internal,replicate,openrouter",
+        description=(
+            "Default TRANSFORM provider chain: `internal` (the diffusion service) and bridge provider names, "
+            "tried in order; hosted names are left out while no bridge is configured."
+        ),
+    )
+    reference_chain: str = Field(
+        "",
+        description="Default REFERENCE provider chain (bridge names); empty: the bridge's chain for the mode.",
+    )
+    transform_quality_phrases: str = Field(
+        "masterpiece, best quality, highly detailed, sharp focus",
+        description="Phrases TRANSFORM's MODIFY mode adds to the prompt when prompt enhancement is on.",
+    )

@@ -67,6 +67,8 @@ class StackConfig:
     state_dir: Path = Path(".cache/gateway")
     models_dir: Path | None = None  # default: the tiny cache for `tiny`, `models/` for `production`
     captioning: bool = False
+    bridge_addr: str = ""  # a bridge the gateway uses (e.g. one started in-process by a test); empty: none
+    gateway_options: dict[str, object] = field(default_factory=dict)  # embedded: more GatewaySettings fields
     torch_threads: int = 0
     metrics_port: int | None = None  # default: port + 1000
     batch_size: int = 1
@@ -156,8 +158,10 @@ class EmbeddedStack:
             tiling_addr=loopback,
             diffusion_addr=loopback,
             captioning_addr=captioning_addr,
+            bridge_addr=c.bridge_addr,
             state_dir=c.state_dir,
             batch_size=c.batch_size,
+            **c.gateway_options,
         )
         self.gateway = Gateway(settings, registry, embedded=True)
         self.server = GrpcServer(
@@ -250,6 +254,8 @@ class SplitStack:
                 env[f"{prefix}BATCH_SIZE"] = str(c.batch_size)
                 if c.captioning:
                     env[f"{prefix}CAPTIONING_ADDR"] = f"127.0.0.1:{self.ports['captioning']}"
+                if c.bridge_addr:
+                    env[f"{prefix}BRIDGE_ADDR"] = c.bridge_addr
             module = "gateway" if part == "gateway" else f"services.{part}"
             self.children[name] = _Child(name, module, env)
 

@@ -285,7 +285,8 @@ def test_images_are_pinned_tilesmith_images(rendered, overlay):
     for _, container in containers(rendered[overlay]):
         image = container["image"]
         name, _, tag = image.rpartition(":")
-        assert tag and tag != "latest" and re.fullmatch(r"\d+\.\d+\.\d+", tag), image
+        assert tag != "latest", image
+        assert re.fullmatch(r"\d+\.\d+\.\d+", tag), image
         assert name.split("/")[-1] in {"tilesmith-cpu", "tilesmith-cpu-models", "tilesmith-gpu"}
 
 
@@ -420,7 +421,8 @@ def test_no_literal_secrets_anywhere(rendered, overlay):
     for _, container in containers(rendered[overlay]):
         for env in container.get("env", []):
             if SECRET_WORDS.search(env["name"]):
-                assert "value" not in env and "secretKeyRef" in env["valueFrom"], env["name"]
+                assert "value" not in env, env["name"]
+                assert "secretKeyRef" in env["valueFrom"], env["name"]
 
 
 def test_only_the_gateway_token_is_required(rendered):

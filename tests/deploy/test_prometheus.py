@@ -285,8 +285,13 @@ async def test_promtool_finds_nothing_to_lint_in_the_metrics(scraped, service):
     _, promtool = _tools()
     _, _, targets = scraped
     text = await asyncio.to_thread(_get, f"http://127.0.0.1:{targets[service]}/metrics")
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, f"promtool on {service}'s /metrics:\n{result.stdout}{result.stderr}"
 
