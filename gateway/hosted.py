@@ -438,6 +438,8 @@ async def run_reference(ctx, spec: pb.ReferenceSpec) -> pb.JobResult:
         if hosted is None:
             raise Unavailable(f"every provider of the REFERENCE chain failed: {attempts.summary()}")
     pixels, result = hosted
+    if not spec.HasField("seed") and result.HasField("seed"):  # the provider picked it: Job.seed reports it
+        await asyncio.to_thread(ctx.store.set_seed, ctx.job_id, result.seed)
     return await _store_result(
         ctx, np.ascontiguousarray(pixels), provider=result.provider, model=result.model, attempts=attempts.all
     )

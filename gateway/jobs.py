@@ -178,10 +178,13 @@ class JobRunner:
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
-                if not task.done():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                raise
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():  # this worker is being stopped
+                    if not task.done():
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
+                    raise
+                # Only the job's task was cancelled (it parked itself): take the next job.
             except Exception:
                 log.exception("job task crashed", extra={"job_id": job_id})
             finally:
@@ -192,11 +195,25 @@ class JobRunner:
 
     async def _run(self, job_id: str, resumed: bool) -> None:
         request_id_var.set(job_request_id(job_id))
-        record = await asyncio.to_thread(self.store.get_job, job_id)
-        if record.state == pb.JOB_STATE_QUEUED:
-            record = await asyncio.to_thread(self.store.set_state, job_id, pb.JOB_STATE_RUNNING)
-        elif record.state != pb.JOB_STATE_RUNNING:
-            return  # cancelled while it waited
+        try:
+            record = await asyncio.to_thread(self.store.get_job, job_id)
+            if record.state == pb.JOB_STATE_QUEUED:
+                record = await asyncio.to_thread(self.store.set_state, job_id, pb.JOB_STATE_RUNNING)
+            elif record.state != pb.JOB_STATE_RUNNING:
+                return  # cancelled while it waited
+        except asyncio.CancelledError:
+            # Cancelled before it got going: a client's cancel still ends it; a shutdown leaves it as it is.
+            if self._stopping and job_id not in self._cancel_requested:
+                raise
+            record = await asyncio.to_thread(self.store.get_job, job_id)
+            if record.state not in TERMINAL_STATES:
+                await self._end(
+                    job_id,
+                    record.kind,
+                    pb.JOB_STATE_CANCELLED,
+                    cancelled=pb.JobCancelled(reason="cancelled by a client"),
+                )
+            return
         emitter = JobEmitter(
             self.store, self.hub, self.metrics, job_id, preview_size=self.settings.preview_size
         )

@@ -338,6 +338,10 @@ class JobStore(Protocol):
         """Records the running JobStage and tile counts (JobProgress)."""
         ...
 
+    def set_seed(self, job_id: str, seed: int) -> None:
+        """Records the seed a job ran with once it is known (REFERENCE: the provider's)."""
+        ...
+
     def delete_job(self, job_id: str) -> None:
         """Deletes an ended job with its events, checkpoints and results (rows, then blobs).
         FailedPrecondition for a QUEUED or RUNNING job; NotFound naming `job_id`."""
@@ -759,6 +763,11 @@ class SqliteJobStore:
             ).rowcount
         if not updated:
             raise NotFound(f"job_id {job_id!r}: no such job")
+
+    def set_seed(self, job_id: str, seed: int) -> None:
+        with self._write() as db:
+            if db.execute("UPDATE jobs SET seed = ? WHERE id = ?", (seed, job_id)).rowcount == 0:
+                raise NotFound(f"job_id {job_id!r}: no such job")
 
     def delete_job(self, job_id: str) -> None:
         with self._write() as db:

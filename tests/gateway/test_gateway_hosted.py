@@ -224,7 +224,7 @@ async def test_reference_edit_with_a_lora_and_a_depth_lora_refusal(hclient, fake
     job = await hclient.reference(noise(64, 48), "a ranger", ReferenceOptions(mode="edit", loras=[lora]))
     final = await job.wait()
     assert (final.result.provider, final.result.model) == ("fal", "fal-ai/flux-kontext-lora")
-    assert final.seed == -1  # the provider chose it (the store keeps the submitted seed)
+    assert final.seed == 99  # none was given: the seed the (fake) provider reports
     # DEPTH has no LoRA endpoint: the bridge skips fal, the job fails UNAVAILABLE naming why.
     job = await hclient.reference(noise(64, 48), "a ranger", ReferenceOptions(loras=[lora]))
     with pytest.raises(errors.Unavailable, match="accepts LoRAs"):

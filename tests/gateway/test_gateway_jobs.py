@@ -226,3 +226,22 @@ async def test_results_in_other_encodings(client):
     assert caught.value.field == "encoding"
     with pytest.raises(errors.NotFound):
         await client.get_result(job.id, "seam_fixed")
+
+
+async def test_queued_jobs_wait_their_turn_and_cancel_cleanly(client):
+    slow = replace(FAST, steps=60, strength=1.0, batch_size=1)
+    image = noise(128, 96, seed=19)
+    running = [await client.upscale(image, slow) for _ in range(2)]  # the stack runs 2 jobs at once
+    queued = await client.upscale(image, slow)
+    just_submitted = await client.upscale(image, slow)
+    assert (await queued.refresh()).progress.queue_position == 0
+    assert (await just_submitted.refresh()).progress.queue_position == 1
+    # Cancelled while it waits: it never starts.
+    for job in (just_submitted, queued, *running):
+        assert (await job.cancel()).state == pb.JOB_STATE_CANCELLED
+    assert not (await queued.refresh()).HasField("started_time")
+    events = await logged_events(client, queued.id)
+    assert [e.WhichOneof("kind") for e in events] == ["accepted", "cancelled"]
+    # The workers are all still there: the next job runs to the end.
+    _, final = await run(client, noise(32, 32, seed=23), FAST)
+    assert final.state == pb.JOB_STATE_SUCCEEDED

@@ -524,3 +524,11 @@ def test_blob_keys_that_are_not_generated_are_refused(tmp_path: Path, key: str) 
         with pytest.raises(InvalidArgument) as info:
             call(key)
         assert info.value.field == "key"
+
+
+def test_a_seed_learnt_later_is_recorded(store: SqliteJobStore) -> None:
+    job = store.create_job(UPSCALE, spec_bytes("ref"), seed=-1)
+    store.set_seed(job.id, 99)
+    assert store.get_job(job.id).seed == 99
+    with pytest.raises(NotFound):
+        store.set_seed("missing", 1)
