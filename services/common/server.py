@@ -96,11 +96,16 @@ class GrpcServer:
         ]
         if self.settings.auth_token is not None:
             interceptors.append(AuthInterceptor(self.settings.auth_token.get_secret_value()))
-        server = grpc.aio.server(
-            interceptors=interceptors,
-            options=channel_options(self.settings.max_message_bytes),
-            maximum_concurrent_rpcs=None,
-        )
+        options: list[tuple[str, int]] = channel_options(self.settings.max_message_bytes)
+        if self.settings.max_connection_age_seconds is not None:
+            options += [
+                ("grpc.max_connection_age_ms", int(self.settings.max_connection_age_seconds * 1000)),
+                (
+                    "grpc.max_connection_age_grace_ms",
+                    int(self.settings.max_connection_age_grace_seconds * 1000),
+                ),
+            ]
+        server = grpc.aio.server(interceptors=interceptors, options=options, maximum_concurrent_rpcs=None)
         # 2. The services, health and reflection.
         for binding in self.bindings:
             binding.add_to_server(binding.servicer, server)

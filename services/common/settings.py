@@ -44,6 +44,17 @@ class ServerSettings(BaseSettings):
     grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish before they are cancelled."
     )
+    max_connection_age_seconds: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Close client connections after this long (GOAWAY; calls in flight finish within the grace "
+            "below), so clients balancing over `dns:///` re-resolve and reach new replicas. Unset: never."
+        ),
+    )
+    max_connection_age_grace_seconds: float = Field(
+        900.0, ge=0, description="How long calls in flight may finish on a connection being closed for age."
+    )
     auth_token: SecretStr | None = Field(
         None, description="When set, every call but health checks needs `authorization: Bearer <token>`."
     )

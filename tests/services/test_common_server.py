@@ -214,3 +214,39 @@ async def test_auth_interceptor_requires_the_bearer_token_but_not_for_health() -
         assert 'grpc_code="UNAUTHENTICATED"' in _metrics(server)
     finally:
         await server.stop(0)
+
+
+async def test_connections_are_closed_after_their_max_age_and_clients_reconnect() -> None:
+    """With max_connection_age the server sends GOAWAY; a client's next call opens a new connection
+    (which is what lets `dns:///` clients pick up new replicas)."""
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        max_connection_age_seconds=0.2,
+        max_connection_age_grace_seconds=1.0,
+    )
+    server = GrpcServer(
+        settings,
+        [ServiceBinding(SERVICE, tiling_pb2_grpc.add_TilingServicer_to_server, MisbehavingTiling())],
+        ServerMetrics("test", "0"),
+        serve_metrics_http=False,
+    )
+    await server.start()
+    await server.set_serving()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = tiling_pb2_grpc.TilingStub(channel)
+            request = tiling_pb2.PlanGridRequest(
+                image_size=common_pb2.Size(width=64, height=64),
+                tile_size=common_pb2.Size(width=64, height=64),
+            )
+            await stub.PlanGrid(request)
+            # Wait (bounded) until the aged connection is gone: the channel leaves READY.
+            async with asyncio.timeout(10):
+                while channel.get_state() == grpc.ChannelConnectivity.READY:
+                    await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
+            await stub.PlanGrid(request)  # a new connection serves the next call
+            assert channel.get_state() == grpc.ChannelConnectivity.READY
+    finally:
+        await server.stop(0)
