@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 .PHONY: setup test lint format proto bench-tiling bench-diffusion bench-pipeline bench tiling diffusion captioning bridge models tiny-models demo up clean
 
 setup: $(VENV)/.installed
-	@bash deploy/install-prometheus.sh
+	@bash scripts/install-system-packages.sh
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,10 +78,10 @@ bridge: setup
 demo: setup
 	$(PY) -m gateway.demo
 
-# The whole stack in one process (gateway + tiling + diffusion on one port) in the foreground,
+# The whole stack in one process (gateway + tiling + diffusion on :50051) and the UI on :8501, in the foreground,
 # e.g. `make up PROFILE=tiny` (offline); Ctrl-C stops it.
 up: setup
-	TILESMITH_DIFFUSION_PROFILE=$(PROFILE) $(PY) -m gateway.stack
+	TILESMITH_DIFFUSION_PROFILE=$(PROFILE) $(PY) -m gateway.stack --ui 8501
 
 # Kubernetes (deploy/README.md): render an overlay (dev, gpu, gpu-hpa), apply it, watch it.
 OVERLAY ?= dev

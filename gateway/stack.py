@@ -40,6 +40,7 @@ __all__ = ["EmbeddedStack", "SplitStack", "StackConfig", "serve"]
 log = logging.getLogger(__name__)
 
 _RESTARTS = 5  # a process that dies more often than this in a row is given up on
+_UI_APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -347,7 +348,25 @@ class SplitStack:
         await self.stop()
 
 
-async def _serve(config: StackConfig, split: bool) -> int:
+async def _start_ui(address: str, port: int) -> asyncio.subprocess.Process:
+    """The Streamlit operator UI (`ui/app.py`) as a child process talking to the stack at `address`."""
+    app = _UI_APP
+    env = {**os.environ, "TILESMITH_ADDRESS": address}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        env=env,
+    )
+
+
+async def _serve(config: StackConfig, split: bool, ui_port: int | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -361,13 +380,18 @@ async def _serve(config: StackConfig, split: bool) -> int:
             await stack.stop()
         return 1
     log.info("tilesmith serving", extra={"address": stack.address, "profile": config.profile, "split": split})
+    ui = await _start_ui(stack.address, ui_port) if ui_port is not None else None
+    where = f"; the UI on http://localhost:{ui_port}" if ui_port is not None else ""
     print(
-        f"Tilesmith is serving on {stack.address} (profile {config.profile}); Ctrl-C stops it.",
+        f"Tilesmith is serving on {stack.address} (profile {config.profile}){where}; Ctrl-C stops it.",
         file=sys.stderr,
     )
     try:
         await stop.wait()
     finally:
+        if ui is not None and ui.returncode is None:
+            ui.terminate()
+            await ui.wait()
         await stack.stop()
     return 0
 
@@ -379,6 +403,7 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     state_dir: Path | str | None = None,
+    ui_port: int | None = None,
 ) -> int:
     """`tilesmith serve`: run the stack until SIGTERM / SIGINT; the exit code.
 
@@ -401,13 +426,18 @@ def serve(
         port=gateway.port if port is None else port,
         state_dir=Path(state_dir) if state_dir is not None else gateway.state_dir,
     )
-    return asyncio.run(_serve(config, split))
+    return asyncio.run(_serve(config, split, ui_port))
 
 
 def main() -> None:
-    """`python -m gateway.stack [--split]` (what `make up` runs)."""
-    split = "--split" in sys.argv[1:]
-    raise SystemExit(serve(split=split))
+    """`python -m gateway.stack [--split] [--ui PORT]` (what `make up` runs: the stack and the UI)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gateway.stack", description="Run the Tilesmith stack.")
+    parser.add_argument("--split", action="store_true", help="one process per service")
+    parser.add_argument("--ui", type=int, default=None, metavar="PORT", help="also serve the operator UI")
+    args = parser.parse_args()
+    raise SystemExit(serve(split=args.split, ui_port=args.ui))
 
 
 if __name__ == "__main__":

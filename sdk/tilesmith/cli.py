@@ -551,9 +551,11 @@ def _serve(args: argparse.Namespace, output: _Output) -> int:
     serve = _server_command("serve", output)
     if serve is None:
         return EXIT_USAGE
-    return serve(
-        profile=args.profile, split=args.split, host=args.host, port=args.port, state_dir=args.state_dir
-    )
+    options = {"profile": args.profile, "split": args.split, "host": args.host, "port": args.port}
+    options["state_dir"] = args.state_dir
+    if args.ui is not None:
+        options["ui_port"] = args.ui
+    return serve(**options)
 
 
 def _demo(args: argparse.Namespace, output: _Output) -> int:
@@ -898,6 +900,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="interface to listen on")
     serve.add_argument("--port", type=int, default=None, help="the gateway's port")
     serve.add_argument("--state-dir", type=Path, default=None, metavar="DIR", help="jobs, results, presets")
+    serve.add_argument(
+        "--ui", type=int, default=None, metavar="PORT", help="also serve the operator UI (e.g. 8501)"
+    )
     demo = commands.add_parser(
         "demo", help="Run an end-to-end demo on the tiny profile (needs tilesmith[all])."
     )

@@ -8,7 +8,7 @@ every query of deploy/grafana/tilesmith.json is accepted by Prometheus and names
 (or DCGM exporter's, which only a GPU node has).
 
 Without Prometheus the module skips, except under CI (the CI environment sets CI), where it fails:
-`make setup` installs it (deploy/install-prometheus.sh).
+`make setup` installs it (scripts/install-system-packages.sh).
 """
 
 from __future__ import annotations
