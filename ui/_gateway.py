@@ -1,11 +1,9 @@
-"""The UI's one way to the gateway: the SDK's blocking `Client`, shared by every session, plus the two
-UI helpers the SDK does not wrap yet (RenderGrid, CaptionTiles) on a channel of our own, and job
+"""The UI's one way to the gateway: the SDK's blocking `Client`, shared by every session, and job
 watchers that follow WatchJob in a background thread so a Streamlit rerun never blocks on a stream.
 
     gateway()            the cached `Gateway` for TILESMITH_ADDRESS / TILESMITH_TOKEN
-    Gateway.client       tilesmith.Client (uploads, jobs, presets, models, LoRAs, providers)
-    Gateway.render_grid  the clickable overview (GridLayout, PNG bytes)
-    Gateway.caption_tiles, Gateway.analyze_image (the blocking Client lacks it)
+    Gateway.client       tilesmith.Client (uploads, jobs, presets, models, LoRAs, providers, the grid
+                         overview, tile captions, image analysis)
     Gateway.watch(job)   a `JobWatch`: the latest progress, stage, processed tiles, the end
 """
 
@@ -14,16 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import streamlit as st
 
-from tilesmith import Client, UpscaleOptions, errors, images
-from tilesmith._status import error_from_rpc
-from tilesmith.client import DEFAULT_ADDRESS, DEFAULT_MAX_MESSAGE_BYTES, job_error
-from tilesmith.v1 import bridge_pb2, gateway_pb2, gateway_pb2_grpc
+from tilesmith import Client, errors
+from tilesmith.client import DEFAULT_ADDRESS, job_error
+from tilesmith.v1 import gateway_pb2
 
 __all__ = ["Gateway", "JobWatch", "connection", "gateway"]
 
@@ -76,69 +71,8 @@ class Gateway:
 
     def __init__(self, address: str, token: str | None) -> None:
         self.client = Client(address, token=token, timeout=120.0)
-        options = [
-            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-        ]
-        self._channel = grpc.insecure_channel(address, options=options)
-        self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._watches: dict[str, JobWatch] = {}
         self._lock = threading.Lock()
-
-    # --- UI helpers the SDK does not wrap ------------------------------------------------------------
-
-    def render_grid(
-        self,
-        image_id: str,
-        options: UpscaleOptions,
-        *,
-        selected: Sequence[int] = (),
-        processed: Sequence[int] = (),
-        max_side: int = 768,
-    ) -> tuple[gateway_pb2.GridLayout, bytes]:
-        """The grid overview of an uploaded image: its layout and the annotated picture (PNG bytes)."""
-        request = gateway_pb2.GatewayRenderGridRequest(
-            image_id=image_id,
-            settings=options.to_settings(),
-            selected=sorted(selected),
-            processed=sorted(processed),
-            max_side=max_side,
-        )
-        layout = gateway_pb2.GridLayout()
-        chunks = []
-        try:
-            for part in self._stub.RenderGrid(request, metadata=self._metadata, timeout=60):
-                if part.HasField("layout"):
-                    layout = part.layout
-                elif part.HasField("overview"):
-                    chunks.append(part.overview)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
-        overview = images.assemble(chunks, field="overview")
-        return layout, images.encode_bytes(images.to_array(overview, field="overview"), "png")
-
-    def caption_tiles(
-        self, image_id: str, options: UpscaleOptions, indices: Sequence[int] = ()
-    ) -> Iterator[gateway_pb2.CaptionTilesResponse]:
-        """Captions of the grid's tiles (all when `indices` is empty), one message per tile."""
-        request = gateway_pb2.CaptionTilesRequest(
-            image_id=image_id, settings=options.to_settings(), tile_indices=list(indices)
-        )
-        try:
-            yield from self._stub.CaptionTiles(request, metadata=self._metadata, timeout=600)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
-
-    def analyze_image(self, image_id: str, instruction: str = "") -> bridge_pb2.AnalyzeImageResponse:
-        """A hosted vision model's description of an uploaded image and a suggested prompt."""
-        request = gateway_pb2.GatewayAnalyzeImageRequest(
-            image_id=image_id, params=bridge_pb2.AnalyzeImageParams(instruction=instruction)
-        )
-        try:
-            return self._stub.AnalyzeImage(request, metadata=self._metadata, timeout=120)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from exc
 
     # --- Job watching ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tilesmith's Python SDK: the gateway client (`Client`, `AsyncClient` and their job handles), the
+"""Tilesmith's Python SDK: the gateway client (`Client`, `AsyncClient`, their job handles and `GridRender`), the
 typed job options, the generated contract (`tilesmith.v1`), the image codec (`tilesmith.images`) and
 the exception tree shared with the servers (`tilesmith.errors`).
 """
@@ -6,7 +6,7 @@ the exception tree shared with the servers (`tilesmith.errors`).
 from importlib.metadata import PackageNotFoundError, version
 
 from tilesmith import errors, images
-from tilesmith.client import AsyncClient, AsyncJob, Client, Job
+from tilesmith.client import AsyncClient, AsyncJob, Client, GridRender, Job
 from tilesmith.options import GenerateOptions, ReferenceOptions, Region, TransformOptions, UpscaleOptions
 
 try:
@@ -19,6 +19,7 @@ __all__ = [
     "AsyncJob",
     "Client",
     "GenerateOptions",
+    "GridRender",
     "Job",
     "ReferenceOptions",
     "Region",

@@ -8,10 +8,11 @@
 
 Errors are mapped once: every call goes through `_mapped_errors`, which turns a failed RPC into the
 `tilesmith.errors` class the server raised (`error_from_rpc`), re-raised ``from`` the gRPC error.
-Calls that only read (GetJob, ListJobs, GetResult, WatchJob, the listings) are retried on
+Calls that only read (GetJob, ListJobs, GetResult, WatchJob, RenderGrid, the listings) are retried on
 `Unavailable` a few times with exponential backoff (`_retrying`); calls that change state (SubmitJob,
 CancelJob, DeleteJob, UploadImage, presets, LoRA uploads and deletes) are not: retry a submit
-yourself with the same ``idempotency_key``. `AsyncJob.events` resumes a dropped stream from the last seq it saw.
+yourself with the same ``idempotency_key``. Nor are the calls that run a model (CaptionTiles,
+AnalyzeImage). `AsyncJob.events` resumes a dropped stream from the last seq it saw.
 
 `Client` runs one `AsyncClient` on a private event loop in a daemon thread and blocks on its
 coroutines, so both clients share every line of protocol logic.
@@ -26,7 +27,7 @@ import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +40,7 @@ from tilesmith._status import build_error, error_from_rpc
 from tilesmith.options import GenerateOptions, ReferenceOptions, TransformOptions, UpscaleOptions, _enum
 from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, gateway_pb2_grpc
 
-__all__ = ["AsyncClient", "AsyncJob", "Client", "Job"]
+__all__ = ["AsyncClient", "AsyncJob", "Client", "GridRender", "Job"]
 
 T = TypeVar("T")
 
@@ -82,6 +83,23 @@ def job_error(job: gateway_pb2.Job) -> errors.TilesmithError:
     )
     error.job = job  # type: ignore[attr-defined]
     return error
+
+
+@dataclass(frozen=True)
+class GridRender:
+    """The grid overview of an image (RenderGrid's stream, assembled).
+
+    Attributes:
+        layout: The grids and sizes an upscale would use (as `plan_grid` returns them).
+        overview: The input scaled to at most `max_side`, with grid lines and tile indices drawn over
+            it (RGB); grid coordinates map onto it by ``overview.width / layout.working_size.width``.
+        thumbnails: (first-pass tile index, the tile's area of the input, annotated like the
+            overview), in index order; empty unless a `thumbnail_size` was asked for.
+    """
+
+    layout: gateway_pb2.GridLayout
+    overview: Image.Image
+    thumbnails: tuple[tuple[int, Image.Image], ...]
 
 
 class AsyncClient:
@@ -460,10 +478,92 @@ class AsyncClient:
         )
         return await self._unary("PlanGrid", request, retry=True)
 
+    async def render_grid(
+        self,
+        image: ImageInput,
+        options: UpscaleOptions | None = None,
+        *,
+        selected: Iterable[int] = (),
+        processed: Iterable[int] = (),
+        max_side: int = 0,
+        thumbnail_size: int = 0,
+    ) -> GridRender:
+        """The grid overview of `image` (the UI's clickable picture). Retried on Unavailable.
+
+        Args:
+            image: The input (see `ImageInput`).
+            options: The grid's settings; only target, supersampling, tile_size, overlap and seam_fix
+                matter. Default: `UpscaleOptions()`.
+            selected: First-pass tile indices drawn as selected (blue).
+            processed: First-pass tile indices drawn as processed (green tint).
+            max_side: Longest side of the overview in pixels, 64..4096. Default (0): the gateway's (1024).
+            thumbnail_size: Longer side of each thumbnail in pixels, 32..1024. Default (0): none.
+        """
+        # 1. The request
+        request = gateway_pb2.GatewayRenderGridRequest(
+            image_id=await self._image_id(image),
+            settings=(options or UpscaleOptions()).to_settings(),
+            selected=list(selected),
+            processed=list(processed),
+            max_side=max_side,
+            thumbnail_size=thumbnail_size,
+        )
+
+        # 2. The stream, read whole on each attempt: the layout, the overview's chunks, the thumbnails
+        async def fetch() -> GridRender:
+            layout = gateway_pb2.GridLayout()
+            overview = images.ChunkAssembler(field="overview")
+            thumbnails = []
+            with _mapped_errors():
+                async for part in self._stub.RenderGrid(
+                    request, metadata=self._metadata, timeout=self._timeout
+                ):
+                    match part.WhichOneof("part"):
+                        case "layout":
+                            layout = part.layout
+                        case "overview":
+                            overview.add(part.overview)
+                        case "thumbnail":
+                            thumbnail = images.to_pil(part.thumbnail.image, field="thumbnail")
+                            thumbnails.append((part.thumbnail.tile.index, thumbnail))
+            return GridRender(layout, images.to_pil(overview.result(), field="overview"), tuple(thumbnails))
+
+        return await self._retrying(fetch)
+
+    async def caption_tiles(
+        self, image: ImageInput, options: UpscaleOptions | None = None, *, tile_indices: Iterable[int] = ()
+    ) -> AsyncIterator[gateway_pb2.CaptionTilesResponse]:
+        """Captions of the first-pass tiles of `image`'s grid, one message per tile in index order, as
+        each is ready, without a job (nothing is stored). Not retried; no deadline.
+
+        Args:
+            image: The input (see `ImageInput`).
+            options: The grid's settings and `caption_instruction`. Default: `UpscaleOptions()`.
+            tile_indices: The tiles to caption. Default (empty): every tile.
+        """
+        request = gateway_pb2.CaptionTilesRequest(
+            image_id=await self._image_id(image),
+            settings=(options or UpscaleOptions()).to_settings(),
+            tile_indices=list(tile_indices),
+        )
+        call = self._stub.CaptionTiles(request, metadata=self._metadata)
+        try:
+            with _mapped_errors():
+                async for answer in call:
+                    yield answer
+        finally:
+            call.cancel()  # a consumer that stops early ends the captioning on the server too
+
     async def analyze_image(
         self, image: ImageInput, *, instruction: str = ""
     ) -> bridge_pb2.AnalyzeImageResponse:
-        """A hosted vision model's description of `image` and a suggested prompt."""
+        """A hosted vision model's description of `image` and a suggested prompt. Not retried.
+
+        Args:
+            image: The input (see `ImageInput`).
+            instruction: What to ask, at most 4000 characters. Default (empty): the bridge's (describe the
+                image, end with a suggested prompt).
+        """
         request = gateway_pb2.GatewayAnalyzeImageRequest(
             image_id=await self._image_id(image),
             params=bridge_pb2.AnalyzeImageParams(instruction=instruction),
@@ -702,6 +802,22 @@ class Client:
     def plan_grid(self, image: ImageInput, options: UpscaleOptions | None = None) -> gateway_pb2.GridLayout:
         """See `AsyncClient.plan_grid`."""
         return self._runner.run(self._async.plan_grid(image, options))
+
+    def render_grid(
+        self, image: ImageInput, options: UpscaleOptions | None = None, **kwargs: Any
+    ) -> GridRender:
+        """See `AsyncClient.render_grid`."""
+        return self._runner.run(self._async.render_grid(image, options, **kwargs))
+
+    def caption_tiles(
+        self, image: ImageInput, options: UpscaleOptions | None = None, *, tile_indices: Iterable[int] = ()
+    ) -> Iterator[gateway_pb2.CaptionTilesResponse]:
+        """See `AsyncClient.caption_tiles`."""
+        return self._runner.iterate(self._async.caption_tiles(image, options, tile_indices=tile_indices))
+
+    def analyze_image(self, image: ImageInput, *, instruction: str = "") -> bridge_pb2.AnalyzeImageResponse:
+        """See `AsyncClient.analyze_image`."""
+        return self._runner.run(self._async.analyze_image(image, instruction=instruction))
 
 
 class Job:

@@ -30,7 +30,7 @@ def analyze() -> None:
         if ui.current_error(PAGE) is None:
             ui.set_error(PAGE, ValueError("upload a reference image first"))
         return
-    answer = ui.attempt(PAGE, gateway().analyze_image, image_id)
+    answer = ui.attempt(PAGE, gateway().client.analyze_image, image_id)
     if answer is not None:
         s.ref_analysis = {
             "description": answer.description,

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from tilesmith import Region, UpscaleOptions, errors
+from tilesmith import Region, UpscaleOptions, errors, images
 from ui import components as ui
 from ui._gateway import gateway
 
@@ -164,7 +164,9 @@ def caption(indices: list[int]) -> None:
         return
 
     def run() -> None:
-        for answer in gateway().caption_tiles(s.up_input["id"], current_options(), indices):
+        for answer in gateway().client.caption_tiles(
+            s.up_input["id"], current_options(), tile_indices=indices
+        ):
             s.up_tile_prompts[answer.index] = answer.caption
             s[f"up_tp_{answer.index}"] = answer.caption
 
@@ -229,10 +231,14 @@ def grid_signature() -> tuple:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def render(image_id: str, settings: bytes, selected: tuple[int, ...], processed: tuple[int, ...]):
+    """The grid's layout and its overview as PNG bytes (what `ui.tile_grid` embeds)."""
     from tilesmith.v1 import gateway_pb2
 
     options = UpscaleOptions.from_settings(gateway_pb2.UpscaleSettings.FromString(settings))
-    return gateway().render_grid(image_id, options, selected=selected, processed=processed)
+    rendered = gateway().client.render_grid(
+        image_id, options, selected=selected, processed=processed, max_side=768
+    )
+    return rendered.layout, images.encode_bytes(rendered.overview, "png")
 
 
 # --- Page -----------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The fake keeps jobs, events, uploads, results, presets and LoRAs in dicts, records every request and
 its metadata, and can fail the next calls of a method with UNAVAILABLE, refuse the next submit with
-INVALID_ARGUMENT, finish each submitted job (`on_submit`) or drop a WatchJob stream mid-way.
+INVALID_ARGUMENT, finish each submitted job (`on_submit`) or drop a WatchJob stream mid-way. Its grid
+helpers draw a fixed 2x2 grid: RenderGrid sends `overview` as a PNG in small chunks and one raw
+thumbnail per tile, CaptionTiles answers "tile <index>" per tile.
 `serving(fake)` starts it; tests/unit/sdk/test_cli.py drives the CLI against it too.
 """
 
@@ -21,8 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tilesmith import AsyncClient, Client, Region, UpscaleOptions, errors, images
-from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, gateway_pb2_grpc
+from tilesmith import AsyncClient, Client, GridRender, Region, UpscaleOptions, errors, images
+from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, gateway_pb2_grpc, tiling_pb2
 
 TOKEN = "s3cret"
 
@@ -47,6 +49,9 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         self.presets: dict[str, gateway_pb2.Preset] = {}
         self.loras: dict[str, diffusion_pb2.LoraInfo] = {}
         self.lora_uploads: list[tuple[diffusion_pb2.UploadLoraParams, bytes, int]] = []
+        self.grid_requests: list[gateway_pb2.GatewayRenderGridRequest] = []
+        self.caption_requests: list[gateway_pb2.CaptionTilesRequest] = []
+        self.overview = (np.arange(30 * 40 * 3) % 251).astype(np.uint8).reshape(30, 40, 3)
 
     async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> None:
         self.calls[method] += 1
@@ -247,6 +252,38 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no LoRA {request.name!r}")
         return diffusion_pb2.DeleteLoraResponse()
 
+    async def RenderGrid(self, request, context):
+        await self._enter("RenderGrid", context)
+        self.grid_requests.append(request)
+        if request.max_side and not 64 <= request.max_side <= 4096:
+            await _abort_invalid(context, "max_side", f"64..4096 (0: 1024), got {request.max_side}")
+        yield gateway_pb2.GatewayRenderGridResponse(layout=_LAYOUT)
+        overview = images.to_proto(self.overview, "png")
+        for chunk in images.iter_chunks(overview, chunk_bytes=97):
+            yield gateway_pb2.GatewayRenderGridResponse(overview=chunk)
+        if request.thumbnail_size:
+            for tile in _LAYOUT.plan.tiles:
+                pixels = np.full((8, 8, 3), tile.index, dtype=np.uint8)
+                thumbnail = tiling_pb2.TileImage(tile=tile, image=images.to_proto(pixels))
+                yield gateway_pb2.GatewayRenderGridResponse(thumbnail=thumbnail)
+
+    async def CaptionTiles(self, request, context):
+        await self._enter("CaptionTiles", context)
+        self.caption_requests.append(request)
+        indices = list(request.tile_indices) or [tile.index for tile in _LAYOUT.plan.tiles]
+        for done, index in enumerate(indices, start=1):
+            yield gateway_pb2.CaptionTilesResponse(
+                index=index, caption=f"tile {index}", model="tiny", done=done, total=len(indices)
+            )
+
+    async def AnalyzeImage(self, request, context):
+        await self._enter("AnalyzeImage", context)
+        return bridge_pb2.AnalyzeImageResponse(
+            description=f"{request.image_id}: {request.params.instruction or 'described'}",
+            suggested_prompt="a castle",
+            provider="internal",
+        )
+
     async def ListProviders(self, request, context):
         await self._enter("ListProviders", context)
         return bridge_pb2.ListProvidersResponse(
@@ -259,6 +296,18 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
                 )
             ]
         )
+
+
+_LAYOUT = gateway_pb2.GridLayout(
+    working_size=common_pb2.Size(width=80, height=60),
+    plan=common_pb2.GridPlan(
+        rows=2,
+        cols=2,
+        tiles=[
+            common_pb2.Tile(index=2 * row + col, row=row, col=col) for row in range(2) for col in range(2)
+        ],
+    ),
+)
 
 
 async def _abort_invalid(context: grpc.aio.ServicerContext, field: str, message: str) -> None:
@@ -472,6 +521,69 @@ async def test_delete_lora_and_list_providers(client, fake) -> None:
     assert [p.name for p in providers.providers] == ["internal"]
 
 
+# --- Grid, captions, analysis ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_render_grid_reassembles_the_overview_and_keeps_thumbnails_in_order(client, fake) -> None:
+    rendered = await client.render_grid(
+        "img-1", UpscaleOptions(target="4K"), selected=[3, 1], processed=[0], max_side=512, thumbnail_size=64
+    )
+    request = fake.grid_requests[-1]
+    assert (request.image_id, list(request.selected), list(request.processed)) == ("img-1", [3, 1], [0])
+    assert (request.max_side, request.thumbnail_size) == (512, 64)
+    assert request.settings.target.preset == gateway_pb2.RESOLUTION_PRESET_4K
+    assert rendered.layout == _LAYOUT
+    assert rendered.overview.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(rendered.overview), fake.overview)  # 97-byte chunks
+    assert [index for index, _ in rendered.thumbnails] == [0, 1, 2, 3]
+    assert [np.asarray(thumbnail)[0, 0, 0] for _, thumbnail in rendered.thumbnails] == [0, 1, 2, 3]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_render_grid_uploads_pixels_and_is_retried_on_unavailable(client, fake, rng) -> None:
+    fake.unavailable["RenderGrid"] = 2
+    rendered = await client.render_grid(_rgba(rng))
+    assert fake.grid_requests[-1].image_id in fake.uploads
+    assert fake.calls["RenderGrid"] == 3
+    assert rendered.thumbnails == ()
+    np.testing.assert_array_equal(np.asarray(rendered.overview), fake.overview)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_render_grid_refusal_names_the_field(client) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
+        await client.render_grid("img-1", max_side=10)
+    assert info.value.field == "max_side"
+    assert "got 10" in info.value.message
+    assert info.value.request_id == "req-2"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_caption_tiles_streams_one_answer_per_tile_in_order(client, fake) -> None:
+    options = UpscaleOptions(caption_instruction="one word")
+    answers = [answer async for answer in client.caption_tiles("img-1", options)]
+    assert [(a.index, a.caption, a.done, a.total) for a in answers] == [
+        (0, "tile 0", 1, 4),
+        (1, "tile 1", 2, 4),
+        (2, "tile 2", 3, 4),
+        (3, "tile 3", 4, 4),
+    ]
+    assert fake.caption_requests[-1].settings.caption.instruction == "one word"
+    answers = [answer async for answer in client.caption_tiles("img-1", tile_indices=[3, 1])]
+    assert [a.index for a in answers] == [3, 1]
+    assert list(fake.caption_requests[-1].tile_indices) == [3, 1]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_caption_tiles_is_not_retried(client, fake) -> None:
+    fake.unavailable["CaptionTiles"] = 1
+    with pytest.raises(errors.Unavailable, match="backend down") as info:
+        [answer async for answer in client.caption_tiles("img-1")]
+    assert isinstance(info.value.__cause__, grpc.RpcError)
+    assert fake.calls["CaptionTiles"] == 1
+
+
 # --- Events, wait, result, cancel -------------------------------------------------------------------
 
 
@@ -635,6 +747,27 @@ async def test_sync_client_runs_the_same_flow(gateway, rng) -> None:
             providers = [p.name for p in client.list_providers().providers]
             client.delete_lora("sync-lora")
             return info.name, providers
+
+    def grid_flow() -> tuple[GridRender, list[int], str, str | None, type[Exception]]:
+        with Client(address, token=TOKEN) as client:
+            rendered = client.render_grid("img-1", selected=[2], thumbnail_size=32)
+            captions = [answer.index for answer in client.caption_tiles("img-1", tile_indices=[2, 0])]
+            analysis = client.analyze_image("img-1", instruction="the sky")
+            with pytest.raises(errors.InvalidArgument) as refused:
+                client.render_grid("img-1", max_side=5000)
+            fake.unavailable["CaptionTiles"] = 1
+            with pytest.raises(errors.Unavailable) as down:
+                list(client.caption_tiles("img-1"))
+            return rendered, captions, analysis.description, refused.value.field, type(down.value)
+
+    rendered, captions, description, field, down = await asyncio.to_thread(grid_flow)
+    assert rendered.layout == _LAYOUT
+    np.testing.assert_array_equal(np.asarray(rendered.overview), fake.overview)
+    assert [index for index, _ in rendered.thumbnails] == [0, 1, 2, 3]
+    assert list(fake.grid_requests[0].selected) == [2]
+    assert captions == [2, 0]
+    assert description == "img-1: the sky"
+    assert (field, down) == ("max_side", errors.Unavailable)
 
     assert await asyncio.to_thread(lora_flow) == ("sync-lora", ["internal"])
     assert not fake.loras

@@ -12,6 +12,7 @@ def test_package_all_is_pinned() -> None:
         "AsyncJob",
         "Client",
         "GenerateOptions",
+        "GridRender",
         "Job",
         "ReferenceOptions",
         "Region",
