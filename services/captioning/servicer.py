@@ -18,7 +18,7 @@ import numpy as np
 from services.captioning import captioner as captioner_mod
 from services.captioning.metrics import CaptioningMetrics
 from services.captioning.settings import CaptioningSettings
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 from services.common.workers import BackgroundCall, WorkerPool
 from tilesmith import images
 from tilesmith.v1 import captioning_pb2, captioning_pb2_grpc, common_pb2
@@ -105,7 +105,7 @@ class CaptioningServicer(captioning_pb2_grpc.CaptioningServicer):
     def _arguments(self, request: captioning_pb2.CaptionRequest) -> dict[str, Any]:
         """The captioner's arguments, or InvalidArgument naming the request field at fault."""
         if not self._captioner.loaded:
-            raise FailedPrecondition("the captioning service is still loading its model; retry shortly")
+            raise Unavailable("the captioning service is still loading its model; retry shortly")
         # 1. The images: 1..64. A rect without context is not used (the proto only requires it with one).
         if not request.items:
             raise InvalidArgument("items", "must hold at least one image")

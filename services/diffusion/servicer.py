@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.common.errors import Cancelled, FailedPrecondition, ImageTooLarge, InvalidArgument
+from services.common.errors import Cancelled, ImageTooLarge, InvalidArgument, Unavailable
 from services.common.streams import PartStream
 from services.common.workers import BackgroundCall, WorkerPool
 from services.diffusion import engine as engine_mod
@@ -146,7 +146,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
     @property
     def _library(self) -> loras_mod.LoraLibrary:
         if self._library_or_none is None or not self._engine.loaded:
-            raise FailedPrecondition("the diffusion service is still loading its models; retry shortly")
+            raise Unavailable("the diffusion service is still loading its models; retry shortly")
         return self._library_or_none
 
     def close(self) -> None:
@@ -157,7 +157,7 @@ class DiffusionServicer(diffusion_pb2_grpc.DiffusionServicer):
 
     def _require_loaded(self) -> None:
         if not self._engine.loaded:
-            raise FailedPrecondition("the diffusion service is still loading its models; retry shortly")
+            raise Unavailable("the diffusion service is still loading its models; retry shortly")
 
     def _queued(self) -> int | None:
         """Calls ahead of a new one, or None when it would run at once."""
