@@ -1,5 +1,5 @@
 """Pieces shared by the pages: readable gateway errors placed next to their control, the clickable
-tile grid, the live job status, the LoRA stack editor and image helpers.
+tile grid, the region drawer, the live job status, the LoRA stack editor and image helpers.
 
 Errors: `attempt(page, fn, ...)` runs a gateway call; a `tilesmith.errors` exception is kept in session
 state instead of escaping as a traceback. Each control calls `field_error(page, prefix, ...)` right
@@ -195,6 +195,124 @@ def tile_rect_in_input(layout: gateway_pb2.GridLayout, index: int) -> tuple[int,
         max(int(rect.x * sx) + 1, round((rect.x + rect.width) * sx)),
         max(int(rect.y * sy) + 1, round((rect.y + rect.height) * sy)),
     )
+
+
+# --- The region drawer -----------------------------------------------------------------------------------
+
+_DRAW_JS = """
+export default function (component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let frame = parentElement.querySelector("div.region-draw");
+  if (!frame) {
+    frame = document.createElement("div");
+    frame.className = "region-draw";
+    const img = document.createElement("img");
+    img.alt = "Input image: drag a rectangle to add a region";
+    frame.appendChild(img);
+    parentElement.appendChild(frame);
+  }
+  frame.querySelector("img").src = data.src;
+  frame.querySelectorAll(".region-box").forEach((box) => box.remove());
+  data.regions.forEach(([x, y, w, h], index) => {
+    const box = document.createElement("div");
+    box.className = "region-box";
+    box.textContent = String(index);
+    box.style.left = `${(100 * x) / data.width}%`;
+    box.style.top = `${(100 * y) / data.height}%`;
+    box.style.width = `${(100 * w) / data.width}%`;
+    box.style.height = `${(100 * h) / data.height}%`;
+    frame.appendChild(box);
+  });
+  const point = (event) => {
+    const box = frame.getBoundingClientRect();
+    return { x: event.clientX - box.left, y: event.clientY - box.top, width: box.width, height: box.height };
+  };
+  let start = null;
+  let drawing = null;
+  frame.onpointerdown = (event) => {
+    event.preventDefault();
+    frame.setPointerCapture(event.pointerId);
+    start = point(event);
+    drawing = document.createElement("div");
+    drawing.className = "region-box drawing";
+    frame.appendChild(drawing);
+  };
+  frame.onpointermove = (event) => {
+    if (!start) return;
+    const end = point(event);
+    drawing.style.left = `${Math.min(start.x, end.x)}px`;
+    drawing.style.top = `${Math.min(start.y, end.y)}px`;
+    drawing.style.width = `${Math.abs(end.x - start.x)}px`;
+    drawing.style.height = `${Math.abs(end.y - start.y)}px`;
+  };
+  frame.onpointerup = (event) => {
+    if (!start) return;
+    const end = point(event);
+    setTriggerValue("drawn", {
+      id: Date.now(), x0: start.x, y0: start.y, x1: end.x, y1: end.y,
+      shown_width: end.width, shown_height: end.height,
+    });
+    start = null;
+    drawing.remove();
+  };
+  frame.onpointercancel = () => { start = null; drawing?.remove(); };
+}
+"""
+_DRAW_CSS = """
+div.region-draw { position: relative; cursor: crosshair; user-select: none; touch-action: none; }
+div.region-draw img { width: 100%; display: block; border-radius: 0.5rem; pointer-events: none; }
+div.region-draw .region-box {
+  position: absolute; box-sizing: border-box; pointer-events: none; padding: 0 3px;
+  border: 2px solid #ff4b4b; background: rgba(255, 75, 75, 0.12);
+  color: #fff; font: bold 12px sans-serif; text-shadow: 0 0 2px #000;
+}
+div.region-draw .region-box.drawing { border-style: dashed; }
+"""
+_region_draw = st.components.v2.component("tilesmith.region_draw", js=_DRAW_JS, css=_DRAW_CSS)
+_DRAW_PREVIEW_SIDE = 1024
+MIN_REGION_SIDE = 4
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _draw_preview(image_png: bytes) -> tuple[bytes, int, int]:
+    """The input image scaled to fit the drawer (PNG) and the input's width and height."""
+    image = open_image(image_png)
+    size = image.size
+    image.thumbnail((_DRAW_PREVIEW_SIDE, _DRAW_PREVIEW_SIDE))
+    return png_bytes(image), *size
+
+
+def region_drawer(
+    image_png: bytes, regions: Sequence[tuple[int, int, int, int]], *, key: str
+) -> tuple[int, int, int, int] | None:
+    """Show the input image with `regions` (x, y, w, h in input pixels) outlined and numbered as in the
+    regions table; returns the rectangle dragged out in this run, in input pixels, if any."""
+    preview, width, height = _draw_preview(image_png)
+    data = {
+        "src": "data:image/png;base64," + base64.b64encode(preview).decode("ascii"),
+        "width": width,
+        "height": height,
+        "regions": [list(region) for region in regions],
+    }
+    result = _region_draw(data=data, key=key, on_drawn_change=lambda: None)
+    drag = getattr(result, "drawn", None) if result is not None else None
+    # the run that adds a region reruns the page, which can see the same trigger value again
+    if drag is None or st.session_state.get(f"{key}_seen") == drag["id"]:
+        return None
+    st.session_state[f"{key}_seen"] = drag["id"]
+    return drag_rect_in_input(drag, width, height)
+
+
+def drag_rect_in_input(drag: dict[str, float], width: int, height: int) -> tuple[int, int, int, int] | None:
+    """A drag in displayed pixels (x0, y0, x1, y1 on an image shown at shown_width x shown_height) as
+    (x, y, w, h) in pixels of a `width` x `height` input, clamped inside it; None when it is smaller
+    than MIN_REGION_SIDE input pixels on a side (a click, not a rectangle)."""
+    sx, sy = width / drag["shown_width"], height / drag["shown_height"]
+    x0, x1 = sorted(min(max(round(drag[k] * sx), 0), width) for k in ("x0", "x1"))
+    y0, y1 = sorted(min(max(round(drag[k] * sy), 0), height) for k in ("y0", "y1"))
+    if x1 - x0 < MIN_REGION_SIDE or y1 - y0 < MIN_REGION_SIDE:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
 
 
 # --- Live job status ------------------------------------------------------------------------------------

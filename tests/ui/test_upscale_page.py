@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.ui.conftest import APP, FAST, png
+from tilesmith import Client, UpscaleOptions
 
 
 @pytest.fixture
@@ -57,6 +58,36 @@ def test_upload_shows_grid_and_selection_from_state(app):
         "Upscale this tile",
         "Caption this tile",
     ]
+
+
+def test_drawn_region_joins_the_table_in_input_pixels_and_the_job(app, gateway_env):
+    upload(app, png(96, 80, seed=6))
+    # the drawer is a custom component (an unknown element here): seed its value through session state,
+    # a drag on the image shown at 480x400 (5x the input), ending right and below it
+    drag = {"x0": 250, "y0": 100, "x1": 50, "y1": 600, "shown_width": 480, "shown_height": 400}
+    app.session_state["up_draw"] = {"drawn": {"id": 1, **drag}}
+    app.run()
+    assert not app.exception, app.exception
+    table = app.data_editor(key="up_regions_editor").value
+    assert table[["x", "y", "w", "h"]].values.tolist() == [[10, 20, 40, 60]]  # clamped to the 80 px height
+    # a click (under 4x4 input pixels) adds nothing
+    app.session_state["up_draw"] = {"drawn": {"id": 2, **drag, "x1": 260, "y1": 110}}
+    app.run()
+    assert len(app.data_editor(key="up_regions_editor").value) == 1
+    app.button(key="up_selected_run").click().run()  # no tiles selected: only the region is re-drawn
+    assert not errors(app)
+    with Client(gateway_env) as client:
+        regions = client.get_job(app.session_state["up_job"]).spec.upscale.regions
+    assert [(r.rect.x, r.rect.y, r.rect.width, r.rect.height) for r in regions] == [(10, 20, 40, 60)]
+    # Upscale All: every tile first, then the region over them.
+    app.button(key="up_all").click().run()
+    assert not errors(app)
+    with Client(gateway_env) as client:
+        job = client.get_job(app.session_state["up_job"])
+        settings = UpscaleOptions.from_settings(job.spec.upscale.settings)
+        layout = client.plan_grid(job.spec.upscale.image_id, settings)
+    assert list(job.spec.upscale.selected_tiles) == list(range(len(layout.plan.tiles)))
+    assert len(job.spec.upscale.regions) == 1
 
 
 def test_invalid_setting_is_shown_next_to_its_control(app):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -148,8 +149,13 @@ def submit(selected: list[int] | None = None, *, all_tiles: bool = False) -> Non
         ui.set_error(PAGE, ValueError("select at least one tile in the grid (or add a region) first"))
         return
     options = current_options(selected_tiles=tiles)
-    if all_tiles:
-        options = UpscaleOptions(**{**options.__dict__, "regions": ()})
+    if all_tiles and options.regions:
+        # Regions alone would re-draw only the regions: name every tile, so the tiles come first and the
+        # regions go over them (UpscaleSpec.selected_tiles).
+        layout = ui.attempt(PAGE, gateway().client.plan_grid, s.up_input["id"], options)
+        if layout is None:
+            return
+        options = dataclasses.replace(options, selected_tiles=tuple(range(len(layout.plan.tiles))))
     job = ui.attempt(PAGE, gateway().client.upscale, s.up_input["id"], options, label=s.up_input["name"])
     if job is not None:
         s.up_job = job.id
@@ -460,7 +466,20 @@ def settings_column() -> None:
         ui.field_error(PAGE, f"{FIELD}supersampling", f"{FIELD}color_fix")
 
     with st.expander("Regions", icon=":material/crop_free:"):
-        st.caption("Rectangles in input pixels, each re-drawn with its own prompt.")
+        st.caption(
+            "Rectangles in input pixels, each re-drawn with its own prompt: drag one on the image, "
+            "then give it a prompt (or edit, add and delete rows) in the table."
+        )
+        if s.up_input is not None:
+            drawn = ui.region_drawer(
+                s.up_input["png"],
+                [(int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])) for r in s.up_regions],
+                key="up_draw",
+            )
+            if drawn is not None:
+                x, y, w, h = drawn
+                s.up_regions = [*s.up_regions, {"x": x, "y": y, "w": w, "h": h, "prompt": ""}]
+                st.rerun()
         frame = pd.DataFrame(s.up_regions, columns=["x", "y", "w", "h", "prompt"])
         edited = st.data_editor(
             frame,
@@ -492,7 +511,7 @@ def settings_column() -> None:
         kwargs={"all_tiles": True},
         disabled=not has_input,
         width="stretch",
-        help="Re-draw every tile with the settings above.",
+        help="Re-draw every tile with the settings above, then the regions over them.",
     )
     selected_col, caption_col = st.columns(2)
     selected_col.button(
