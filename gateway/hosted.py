@@ -32,12 +32,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from gateway.clients import BridgeClient
+from gateway.pipeline import store_result
 from gateway.settings import GatewaySettings
 from gateway.specs import ImageInfo, SpecContext
-from gateway.store import FINAL_RESULT, ImageMeta
 from services.common.errors import InvalidArgument, TilesmithError, Unavailable
 from services.common.interceptors import status_code_for
-from tilesmith.images import decode_bytes, encode_bytes, join_alpha, split_alpha, to_proto
+from tilesmith.images import decode_bytes, join_alpha, split_alpha, to_proto
 from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2
 from tilesmith.v1 import gateway_pb2 as pb
 
@@ -264,30 +264,6 @@ async def _hosted(
     return pixels, result
 
 
-async def _store_result(ctx, pixels: np.ndarray, **fields: object) -> pb.JobResult:
-    """ENCODE: PNG, stored as the job's result and registered as an upload ("use result as input")."""
-    async with ctx.emitter.stage(pb.JOB_STAGE_ENCODE, "png"):
-        data = await asyncio.to_thread(encode_bytes, pixels, "png")
-        await asyncio.to_thread(ctx.store.put_result, ctx.job_id, FINAL_RESULT, data)
-        meta = ImageMeta(
-            width=pixels.shape[1],
-            height=pixels.shape[0],
-            has_alpha=pixels.shape[2] == 4,
-            encoding=common_pb2.IMAGE_ENCODING_PNG,
-            filename=f"{ctx.job_id}.png",
-        )
-        record = await asyncio.to_thread(ctx.store.put_image, data, meta)
-    return pb.JobResult(
-        size=common_pb2.Size(width=pixels.shape[1], height=pixels.shape[0]),
-        has_alpha=pixels.shape[2] == 4,
-        encoding=common_pb2.IMAGE_ENCODING_PNG,
-        size_bytes=len(data),
-        image_id=record.image_id,
-        stage_timings=ctx.emitter.stage_timings(),
-        **fields,
-    )
-
-
 async def _internal(
     ctx, spec: pb.TransformSpec, rgb: np.ndarray, params: TransformParams
 ) -> tuple[np.ndarray, str]:
@@ -397,7 +373,7 @@ async def run_transform(ctx, spec: pb.TransformSpec) -> pb.JobResult:
     if (pixels.shape[1], pixels.shape[0]) != size:
         pixels = await ctx.backends.tiling.resize(pixels, size)
     final = join_alpha(np.ascontiguousarray(pixels), alpha)
-    return await _store_result(ctx, final, provider=provider, model=model, attempts=attempts.all)
+    return await store_result(ctx, final, provider=provider, model=model, attempts=attempts.all)
 
 
 async def run_reference(ctx, spec: pb.ReferenceSpec) -> pb.JobResult:
@@ -440,6 +416,6 @@ async def run_reference(ctx, spec: pb.ReferenceSpec) -> pb.JobResult:
     pixels, result = hosted
     if not spec.HasField("seed") and result.HasField("seed"):  # the provider picked it: Job.seed reports it
         await asyncio.to_thread(ctx.store.set_seed, ctx.job_id, result.seed)
-    return await _store_result(
+    return await store_result(
         ctx, np.ascontiguousarray(pixels), provider=result.provider, model=result.model, attempts=attempts.all
     )

@@ -47,7 +47,7 @@ from tilesmith.images import decode_bytes, encode_bytes, join_alpha, split_alpha
 from tilesmith.v1 import common_pb2, diffusion_pb2, tiling_pb2
 from tilesmith.v1 import gateway_pb2 as pb
 
-__all__ = ["PipelineContext", "run_generate", "run_upscale"]
+__all__ = ["PipelineContext", "run_generate", "run_upscale", "store_result"]
 
 _FEATHER = {"linear": tiling_pb2.FEATHER_MODE_LINEAR, "cosine": tiling_pb2.FEATHER_MODE_COSINE}
 _COLOR_FIX = {
@@ -455,27 +455,36 @@ class _Run:
         # 8. Down to the target with the alpha back on; encode and store.
         async with emitter.stage(pb.JOB_STAGE_DOWNSCALE, "x".join(map(str, geo.output_size))):
             final = await tiling.resize(join_alpha(np.ascontiguousarray(image), alpha), geo.output_size)
-        async with emitter.stage(pb.JOB_STAGE_ENCODE, "png"):
-            data = await asyncio.to_thread(_png, final)
-            await self._store(ctx.store.put_result, ctx.job_id, FINAL_RESULT, data)
-            meta = ImageMeta(
-                width=final.shape[1],
-                height=final.shape[0],
-                has_alpha=final.shape[2] == 4,
-                encoding=common_pb2.IMAGE_ENCODING_PNG,
-                filename=f"{ctx.job_id}.png",
-            )
-            record = await self._store(ctx.store.put_image, data, meta)
-        return pb.JobResult(
-            size=common_pb2.Size(width=final.shape[1], height=final.shape[0]),
-            has_alpha=final.shape[2] == 4,
-            encoding=common_pb2.IMAGE_ENCODING_PNG,
-            size_bytes=len(data),
-            image_id=record.image_id,
+        return await store_result(
+            ctx,
+            final,
             intermediates=self.intermediates,
-            stage_timings=emitter.stage_timings(),
             tiles_redrawn=self.tiles_redrawn,
         )
+
+
+async def store_result(ctx: PipelineContext, pixels: np.ndarray, **fields: object) -> pb.JobResult:
+    """ENCODE: PNG, stored as the job's result and registered as an upload ("use result as input")."""
+    async with ctx.emitter.stage(pb.JOB_STAGE_ENCODE, "png"):
+        data = await asyncio.to_thread(encode_bytes, pixels, "png")
+        await asyncio.to_thread(ctx.store.put_result, ctx.job_id, FINAL_RESULT, data)
+        meta = ImageMeta(
+            width=pixels.shape[1],
+            height=pixels.shape[0],
+            has_alpha=pixels.shape[2] == 4,
+            encoding=common_pb2.IMAGE_ENCODING_PNG,
+            filename=f"{ctx.job_id}.png",
+        )
+        record = await asyncio.to_thread(ctx.store.put_image, data, meta)
+    return pb.JobResult(
+        size=common_pb2.Size(width=pixels.shape[1], height=pixels.shape[0]),
+        has_alpha=pixels.shape[2] == 4,
+        encoding=common_pb2.IMAGE_ENCODING_PNG,
+        size_bytes=len(data),
+        image_id=record.image_id,
+        stage_timings=ctx.emitter.stage_timings(),
+        **fields,
+    )
 
 
 async def run_upscale(ctx: PipelineContext, spec: pb.UpscaleSpec) -> pb.JobResult:
