@@ -484,6 +484,20 @@ def uploaded_image_id(page: str, key: str, upload: Any) -> str | None:
     return cache[digest]
 
 
+def job_result(page: str, job_key: str, *, key: str, with_size: bool = False) -> None:
+    """A page's job: its live status and, once it succeeded, the result with its actions."""
+    job_status(page, job_key)
+    job_id = st.session_state.get(job_key)
+    if job_id and gateway().watch(job_id).outcome == "succeeded":
+        data = read(page, job_result_png, job_id)
+        if data is not None:
+            image = open_image(data)
+            caption = f"Result · {image.width}x{image.height}" if with_size else "Result"
+            st.image(image, caption=caption, width="stretch")
+            result_actions(job_id, key=key)
+        page_error(page)
+
+
 def result_actions(
     job_id: str, *, key: str, use_as_input: Callable[[str, bytes], None] | None = None
 ) -> None:

@@ -106,12 +106,4 @@ with left:
     )
     ui.page_error(PAGE)
 with right:
-    ui.job_status(PAGE, "gen_job")
-    job_id = st.session_state.get("gen_job")
-    if job_id and gateway().watch(job_id).outcome == "succeeded":
-        data = ui.read(PAGE, ui.job_result_png, job_id)
-        if data is not None:
-            image = ui.open_image(data)
-            st.image(image, caption=f"Result · {image.width}x{image.height}", width="stretch")
-            ui.result_actions(job_id, key="gen_result")
-        ui.page_error(PAGE)
+    ui.job_result(PAGE, "gen_job", key="gen_result", with_size=True)

@@ -121,11 +121,4 @@ with left:
 with right:
     if upload is not None:
         st.image(ui.open_image(upload.getvalue()), caption="Reference", width="stretch")
-    ui.job_status(PAGE, "ref_job")
-    job_id = st.session_state.get("ref_job")
-    if job_id and gateway().watch(job_id).outcome == "succeeded":
-        data = ui.read(PAGE, ui.job_result_png, job_id)
-        if data is not None:
-            st.image(ui.open_image(data), caption="Result", width="stretch")
-            ui.result_actions(job_id, key="ref_result")
-        ui.page_error(PAGE)
+    ui.job_result(PAGE, "ref_job", key="ref_result")

@@ -115,11 +115,4 @@ with left:
 with right:
     if upload is not None:
         st.image(ui.open_image(upload.getvalue()), caption="Input", width="stretch")
-    ui.job_status(PAGE, "tf_job")
-    job_id = st.session_state.get("tf_job")
-    if job_id and gateway().watch(job_id).outcome == "succeeded":
-        data = ui.read(PAGE, ui.job_result_png, job_id)
-        if data is not None:
-            st.image(ui.open_image(data), caption="Result", width="stretch")
-            ui.result_actions(job_id, key="tf_result")
-        ui.page_error(PAGE)
+    ui.job_result(PAGE, "tf_job", key="tf_result")
