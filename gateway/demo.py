@@ -20,16 +20,15 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from gateway.stack import EmbeddedStack, StackConfig
 from tilesmith import AsyncClient, UpscaleOptions
+from tilesmith.cli import JobProgress
 from tilesmith.errors import InvalidArgument, TilesmithError
 from tilesmith.v1 import gateway_pb2
 
@@ -58,43 +57,6 @@ def _stage_name(stage: int) -> str:
     return gateway_pb2.JobStage.Name(stage).removeprefix("JOB_STAGE_").lower()
 
 
-class _JobProgress:
-    """A progress bar fed by a job's events: the stage, tiles done/total and the gateway's ETA."""
-
-    def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[tiles]}"),
-            TextColumn("{task.fields[eta]}"),
-            console=console,
-        )
-        self._task = self._progress.add_task("queued", total=1.0, tiles="", eta="")
-
-    def __enter__(self) -> _JobProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._progress.stop()
-
-    def update(self, event: gateway_pb2.JobEvent) -> None:
-        progress, kind = event.progress, event.WhichOneof("kind")
-        if kind in ("succeeded", "failed", "cancelled"):
-            description = kind
-        else:
-            description = _stage_name(progress.stage) if progress.stage else "queued"
-        eta = progress.eta_seconds if progress.HasField("eta_seconds") else None
-        self._progress.update(
-            self._task,
-            description=description,
-            completed=1.0 if kind == "succeeded" else progress.fraction,
-            tiles=f"{progress.tiles_done}/{progress.tiles_total} tiles" if progress.tiles_total else "",
-            eta=f"ETA {timedelta(seconds=round(eta))}" if eta is not None else "",
-        )
-
-
 async def _upscale(config: StackConfig, source: Image.Image, scale: float, console: Console) -> _Outcome:
     """Start the stack, run one upscale of the sample through the SDK, fetch the result, stop the stack."""
     stack = EmbeddedStack(config)
@@ -105,7 +67,7 @@ async def _upscale(config: StackConfig, source: Image.Image, scale: float, conso
         async with AsyncClient(stack.address) as client:
             job = await client.upscale(source, _OPTIONS, label="demo", target=scale)
             console.print(f"Submitted job {job.id}")
-            with _JobProgress(console) as progress:
+            with JobProgress(console) as progress:
                 final = await job.wait(on_event=progress.update)
             return _Outcome(final, await job.result())
     finally:

@@ -60,7 +60,7 @@ from tilesmith.client import DEFAULT_ADDRESS, AsyncClient, AsyncJob
 from tilesmith.options import GenerateOptions, Region, UpscaleOptions
 from tilesmith.v1 import bridge_pb2, common_pb2, diffusion_pb2, gateway_pb2, tiling_pb2
 
-__all__ = ["main"]
+__all__ = ["JobProgress", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -235,7 +235,7 @@ async def _follow(
 async def _wait(job: AsyncJob, output: _Output) -> gateway_pb2.Job:
     """Wait for `job` with a progress bar; on Ctrl-C cancel it first, then let the interrupt through."""
     try:
-        with _JobProgress(output.err, disable=output.json) as progress:
+        with JobProgress(output.err, disable=output.json) as progress:
             return await job.wait(on_event=progress.update)
     except (asyncio.CancelledError, KeyboardInterrupt):  # Ctrl-C: asyncio.run cancels the main task
         output.err.print(f"Cancelling job {job.id}...")
@@ -246,10 +246,10 @@ async def _wait(job: AsyncJob, output: _Output) -> gateway_pb2.Job:
         raise
 
 
-class _JobProgress:
+class JobProgress:
     """A progress bar fed by a job's events: the stage, tiles done/total and the gateway's ETA."""
 
-    def __init__(self, console: Console, *, disable: bool) -> None:
+    def __init__(self, console: Console, *, disable: bool = False) -> None:
         self._progress = Progress(
             TextColumn("{task.description:<14}"),
             BarColumn(),
@@ -261,7 +261,7 @@ class _JobProgress:
         )
         self._task = self._progress.add_task("queued", total=1.0, tiles="", eta="")
 
-    def __enter__(self) -> _JobProgress:
+    def __enter__(self) -> JobProgress:
         self._progress.start()
         return self
 
@@ -366,7 +366,7 @@ async def _jobs_watch(client: AsyncClient, args: argparse.Namespace, output: _Ou
         if output.json:
             await job.wait(on_event=lambda event: output.json_line(_dict(event)), after_seq=args.after_seq)
             return EXIT_OK
-        with _JobProgress(output.err, disable=False) as progress:
+        with JobProgress(output.err, disable=False) as progress:
             final = await job.wait(on_event=progress.update, after_seq=args.after_seq)
     except (asyncio.CancelledError, KeyboardInterrupt):
         output.err.print(f"Stopped watching; job {job.id} keeps running (tilesmith jobs cancel {job.id}).")

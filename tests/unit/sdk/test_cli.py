@@ -185,7 +185,7 @@ def test_the_progress_bar_shows_the_stage_tiles_and_eta() -> None:
             stage=gateway_pb2.JOB_STAGE_SEAM_FIX, tiles_done=5, tiles_total=12, eta_seconds=65.2, fraction=0.5
         ),
     )
-    with cli._JobProgress(console, disable=False) as progress:
+    with cli.JobProgress(console, disable=False) as progress:
         progress.update(event)
     frame = console.file.getvalue()
     assert "seam fix" in frame
@@ -248,7 +248,7 @@ async def test_ctrl_c_while_waiting_cancels_the_job_then_exits_130(
     def interrupt(self, event) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli._JobProgress, "update", interrupt)
+    monkeypatch.setattr(cli.JobProgress, "update", interrupt)
     assert await tilesmith("upscale", str(image)) == 130
     assert fake.calls["CancelJob"] == 1
     assert fake.jobs["job-1"].state == gateway_pb2.JOB_STATE_CANCELLED
